@@ -1,0 +1,87 @@
+-- The realtime schema as a whole: what it holds, who may touch it, and the
+-- rules every object follows (comment, search_path, no PUBLIC grants, RLS on).
+begin;
+select plan(24);
+
+select has_schema('realtime');
+select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
+
+select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages']);
+select views_are('realtime', array[]::name[]);
+select functions_are('realtime', array[
+  'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
+  'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
+  'touch_updated_at', 'match_channel', 'messages_before_insert', 'messages_notify',
+  'publish', 'impersonate', 'can_subscribe', 'can_publish']);
+
+-- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
+select has_role('anon');
+select has_role('authenticated');
+select has_role('service_role');
+select is_empty($$
+  select rolname from pg_roles
+  where rolname in ('anon', 'authenticated', 'service_role') and (rolsuper or rolbypassrls)
+$$, 'anon, authenticated and service_role are subject to row-level security');
+
+select schema_privs_are('realtime', 'anon', array['USAGE']);
+select schema_privs_are('realtime', 'authenticated', array['USAGE']);
+select schema_privs_are('realtime', 'service_role', array['USAGE']);
+select schema_privs_are('realtime', 'public', array[]::text[]);
+
+select is_empty($$
+  select c.relname from pg_class c
+  where c.relnamespace = 'realtime'::regnamespace and c.relkind = 'r' and not c.relrowsecurity
+$$, 'row-level security is enabled on every table');
+
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+  where p.pronamespace = 'realtime'::regnamespace
+    and not coalesce(p.proconfig @> array['search_path=""'], false)
+$$, 'every function runs with search_path = ''''');
+
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+  where p.pronamespace = 'realtime'::regnamespace and p.prosecdef
+    and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish')
+$$, 'only version, max_payload_bytes, match_channel and publish are SECURITY DEFINER');
+select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text']);
+select is_definer('realtime', 'match_channel', array['text']);
+
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+  where p.pronamespace = 'realtime'::regnamespace and a.grantee = 0
+  union all
+  select c.oid::regclass::text from pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+  where c.relnamespace = 'realtime'::regnamespace and a.grantee = 0
+$$, 'PUBLIC holds no privilege on any function, table or sequence');
+
+select is_empty($$
+  select 'relation ' || c.relname from pg_class c
+  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'v', 'm', 'i')
+    and obj_description(c.oid, 'pg_class') is null
+    and not exists (select from pg_constraint k where k.conindid = c.oid)
+  union all
+  select 'column ' || c.relname || '.' || a.attname from pg_attribute a join pg_class c on c.oid = a.attrelid
+  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'v') and a.attnum > 0
+    and not a.attisdropped and col_description(c.oid, a.attnum) is null
+  union all
+  select 'function ' || p.oid::regprocedure::text from pg_proc p
+  where p.pronamespace = 'realtime'::regnamespace and obj_description(p.oid, 'pg_proc') is null
+  union all
+  select 'policy ' || pol.polname from pg_policy pol join pg_class c on c.oid = pol.polrelid
+  where c.relnamespace = 'realtime'::regnamespace and obj_description(pol.oid, 'pg_policy') is null
+  union all
+  select 'trigger ' || tg.tgname from pg_trigger tg join pg_class c on c.oid = tg.tgrelid
+  where c.relnamespace = 'realtime'::regnamespace and not tg.tgisinternal
+    and obj_description(tg.oid, 'pg_trigger') is null
+$$, 'every table, column, index, function, policy and trigger has a comment');
+
+-- The installed version, recorded in the schema itself.
+select results_eq('select version, name from realtime.schema_versions order by version',
+                  $$values (1, 'foundation')$$, 'schema_versions records each migration');
+select is(realtime.version(), 1, 'realtime.version() is the highest migration');
+select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
+select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
+
+select * from finish();
+rollback;
