@@ -19,7 +19,8 @@ function urlFor(database) {
   return url;
 }
 
-async function serverQuery(sql, url = SERVER_URL) {
+/** One statement on the server's maintenance database (or `url`). */
+export async function serverQuery(sql, url = SERVER_URL) {
   const client = new pg.Client({ connectionString: url.toString() });
   await client.connect();
   try {

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 
 import pg from 'pg';
 
-import { runPgtap } from './pgtap.mjs';
+import { runPgtap, serverQuery } from './pgtap.mjs';
 
 process.env.DATABASE_URL ??= 'postgres://postgres@127.0.0.1:5432/postgres';
 const RUN = `${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
@@ -31,16 +31,6 @@ function run(command, args, { capture = false } = {}) {
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? 1, text }));
   });
-}
-
-async function serverQuery(sql) {
-  const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
-  await client.connect();
-  try {
-    return await client.query(sql);
-  } finally {
-    await client.end();
-  }
 }
 
 function section(title) {
