@@ -12,7 +12,8 @@ select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
   'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
   'touch_updated_at', 'match_channel', 'messages_before_insert', 'messages_notify',
-  'publish', 'impersonate', 'can_subscribe', 'can_publish']);
+  'publish', 'impersonate', 'can_subscribe', 'can_publish',
+  'authorize_subscribe', 'send', 'event_frames', 'channels_notify']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -78,8 +79,8 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation')$$, 'schema_versions records each migration');
-select is(realtime.version(), 1, 'realtime.version() is the highest migration');
+                  $$values (1, 'foundation'), (2, 'daemon')$$, 'schema_versions records each migration');
+select is(realtime.version(), 2, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 
