@@ -40,7 +40,7 @@ select is(realtime.authorize_subscribe('authenticated', '{"sub": "b0b00000-0000-
   'a non-member is not');
 reset role;
 set local role rt_test_daemon;
-select is(realtime.authorize_subscribe('anon', '{}', 'orders'), null, 'anon is not');
+select is(realtime.authorize_subscribe('anon', '{}', 'chat:7'), null, 'anon is not');
 reset role;
 set local role rt_test_daemon;
 select throws_ok($$select realtime.authorize_subscribe('authenticated', '{}', 'chat 7')$$, 'RT400', null, 'an invalid name is RT400');

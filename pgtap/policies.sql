@@ -18,10 +18,9 @@ insert into app.orders (id, owner_id) values
   (2, 'b0b00000-0000-4000-8000-000000000002');  -- bob's
 insert into app.chat_members (chat_id, user_id) values (7, 'a11ce000-0000-4000-8000-000000000001');
 
--- With no policy at all (before the examples) nothing would be allowed; the
--- examples only cover authenticated, so anon still gets nothing.
+-- anon may read the public feed and nothing else.
 select realtime.impersonate('anon');
-select is(realtime.can_subscribe('orders'), false, 'anon: orders denied');
+select is(realtime.can_subscribe('orders'), true, 'anon: the public orders feed allowed');
 select is(realtime.can_subscribe('order:1'), false, 'anon: order:1 denied');
 select is(realtime.can_subscribe('chat:7'), false, 'anon: chat:7 denied');
 select is(realtime.can_publish('chat:7', 'message'), false, 'anon: publish to chat:7 denied');
@@ -29,7 +28,7 @@ reset role;
 
 -- alice: owns order 1, member of chat 7.
 select realtime.impersonate('authenticated', '{"sub": "a11ce000-0000-4000-8000-000000000001"}');
-select is(realtime.can_subscribe('orders'), true, 'alice: orders allowed (any signed-in user)');
+select is(realtime.can_subscribe('orders'), true, 'alice: orders allowed (public)');
 select is(realtime.can_subscribe('order:1'), true, 'alice: her order:1 allowed');
 select is(realtime.can_subscribe('order:2'), false, 'alice: bob''s order:2 denied');
 select is(realtime.can_subscribe('order:999'), false, 'alice: an order that does not exist denied');

@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import pg from 'pg';
+import { pino } from 'pino';
 
+import { START_DEFAULTS, checkStartConfig, type StartConfig } from './config.js';
+import { createDaemon } from './daemon.js';
 import { RealtimedError } from './errors.js';
 import { migrate } from './migrate.js';
 import { buildScript, loadMigrations } from './sqlPackage.js';
@@ -12,13 +16,39 @@ export interface CliIo {
   out: (text: string) => void;
   err: (text: string) => void;
   env: NodeJS.ProcessEnv;
+  /** Resolves when the process is asked to stop (SIGTERM/SIGINT); `start` waits on it. */
+  stopSignal?: () => Promise<string>;
 }
 
 const defaultIo: CliIo = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   env: process.env,
+  stopSignal: () =>
+    new Promise((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
+    }),
 };
+
+function integer(min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    }
+    return Number(value);
+  };
+}
+
+function list(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+/** How long `start` may take to stop after SIGTERM before it exits anyway. */
+const STOP_DEADLINE_MS = 10_000;
 
 function version(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a schema version number, e.g. 1');
@@ -70,6 +100,76 @@ function buildProgram(io: CliIo): Command {
         packageVersion: pkg.version,
       });
       io.out(script);
+    });
+
+  program
+    .command('start')
+    .description('Run the WebSocket relay: RLS-checked subscribe and publish, committed messages to subscribers.')
+    .addOption(new Option('--database-url <url>', 'PostgreSQL URL for checks and publishes (may be a pooler)').env('DATABASE_URL'))
+    .addOption(new Option('--listen-url <url>', 'direct PostgreSQL URL for LISTEN (default: --database-url)').env('REALTIMED_LISTEN_URL'))
+    .addOption(new Option('--host <host>', 'address to listen on').env('REALTIMED_HOST').default(START_DEFAULTS.host))
+    .addOption(new Option('--port <port>', 'port to listen on').env('REALTIMED_PORT').default(START_DEFAULTS.port).argParser(integer(0, 65535)))
+    .addOption(new Option('--path <path>', 'WebSocket endpoint path').env('REALTIMED_PATH').default(START_DEFAULTS.path))
+    .addOption(new Option('--jwt-secret <secret>', 'HS256 secret that signs client tokens (32+ characters)').env('REALTIMED_JWT_SECRET'))
+    .addOption(new Option('--jwks-url <url>', 'JWKS URL for RS256/ES256 client tokens').env('REALTIMED_JWKS_URL'))
+    .addOption(new Option('--roles <list>', 'roles a token may carry, comma-separated').env('REALTIMED_ROLES').default(START_DEFAULTS.roles.join(',')))
+    .addOption(new Option('--no-anon', 'refuse connections without a token (they must send an auth frame)').env('REALTIMED_NO_ANON'))
+    .addOption(new Option('--allowed-origins <list>', 'browser origins allowed to connect, comma-separated (default: any)').env('REALTIMED_ALLOWED_ORIGINS'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('REALTIMED_LOG_LEVEL').default(START_DEFAULTS.logLevel))
+    .addOption(new Option('--max-frame-bytes <n>', 'largest client frame; bigger closes with 1009').env('REALTIMED_MAX_FRAME_BYTES').default(START_DEFAULTS.maxFrameBytes).argParser(integer(1024, 64 * 1024 * 1024)))
+    .addOption(new Option('--max-subscriptions <n>', 'subscriptions per connection').env('REALTIMED_MAX_SUBSCRIPTIONS').default(START_DEFAULTS.maxSubscriptions).argParser(integer(1, 100_000)))
+    .addOption(new Option('--publish-rate <n>', 'client publishes per second per connection').env('REALTIMED_PUBLISH_RATE').default(START_DEFAULTS.publishRate).argParser(integer(1, 1_000_000)))
+    .addOption(new Option('--ping-interval <ms>', 'WebSocket ping interval; a socket that misses one is dropped').env('REALTIMED_PING_INTERVAL').default(START_DEFAULTS.pingIntervalMs).argParser(integer(100, 3_600_000)))
+    .addOption(new Option('--max-buffered-bytes <n>', 'unsent bytes after which a slow socket is closed with 4008').env('REALTIMED_MAX_BUFFERED_BYTES').default(START_DEFAULTS.maxBufferedBytes).argParser(integer(1024, 2 ** 31 - 1)))
+    .addOption(new Option('--auth-timeout <ms>', 'with --no-anon: time to send an auth frame').env('REALTIMED_AUTH_TIMEOUT').default(START_DEFAULTS.authTimeoutMs).argParser(integer(100, 3_600_000)))
+    .addOption(new Option('--pool-size <n>', 'pooled database connections').env('REALTIMED_POOL_SIZE').default(START_DEFAULTS.poolSize).argParser(integer(1, 1000)))
+    .addOption(new Option('--permessage-deflate', 'compress frames (costs CPU and memory per socket)').env('REALTIMED_PERMESSAGE_DEFLATE').default(false))
+    .action(async (opts: Record<string, unknown>) => {
+      const databaseUrl = opts['databaseUrl'] as string | undefined;
+      if (databaseUrl === undefined) {
+        throw new RealtimedError('RT_ERR_USAGE', 'no database: pass --database-url or set DATABASE_URL');
+      }
+      const config: StartConfig = checkStartConfig({
+        databaseUrl,
+        listenUrl: (opts['listenUrl'] as string | undefined) ?? databaseUrl,
+        host: opts['host'] as string,
+        port: opts['port'] as number,
+        path: opts['path'] as string,
+        jwtSecret: opts['jwtSecret'] as string | undefined,
+        jwksUrl: opts['jwksUrl'] as string | undefined,
+        roles: list(opts['roles'] as string),
+        allowAnon: opts['anon'] !== false,
+        allowedOrigins: list((opts['allowedOrigins'] as string | undefined) ?? ''),
+        logLevel: opts['logLevel'] as string,
+        maxFrameBytes: opts['maxFrameBytes'] as number,
+        maxSubscriptions: opts['maxSubscriptions'] as number,
+        publishRate: opts['publishRate'] as number,
+        pingIntervalMs: opts['pingInterval'] as number,
+        maxBufferedBytes: opts['maxBufferedBytes'] as number,
+        authTimeoutMs: opts['authTimeout'] as number,
+        poolSize: opts['poolSize'] as number,
+        perMessageDeflate: opts['permessageDeflate'] === true,
+      });
+      const logger = pino({ level: config.logLevel, base: { service: 'realtimed' } });
+      const pool = new pg.Pool({
+        connectionString: config.databaseUrl,
+        max: config.poolSize,
+        application_name: 'realtimed',
+        connectionTimeoutMillis: 5000,
+      });
+      const daemon = createDaemon({ config, pool, logger });
+      const stopping = (io.stopSignal ?? defaultIo.stopSignal)?.();
+      await daemon.start();
+      const signal = await stopping;
+      logger.info({ signal }, 'stopping');
+      const deadline = setTimeout(() => {
+        logger.error('could not stop within 10 s; exiting');
+        process.exit(1);
+      }, STOP_DEADLINE_MS);
+      deadline.unref();
+      await daemon.stop();
+      await pool.end();
+      clearTimeout(deadline);
     });
 
   return program;

@@ -38,3 +38,91 @@ export function parseDatabaseUrl(raw: string | undefined, source = '--database-u
   const port = url.port || '5432';
   return { url: raw, where: `${host}:${port}/${database}`, database };
 }
+
+/** Everything `realtimed start` is configured with (flags, else environment). */
+export interface StartConfig {
+  databaseUrl: string;
+  /** A direct connection for LISTEN (not through a transaction pooler). */
+  listenUrl: string;
+  host: string;
+  port: number;
+  /** WebSocket endpoint path. */
+  path: string;
+  jwtSecret: string | undefined;
+  jwksUrl: string | undefined;
+  /** Roles a token may carry (and the daemon may SET ROLE to). */
+  roles: string[];
+  /** Connections without a token act as `anon`. */
+  allowAnon: boolean;
+  /** Origins allowed to open a WebSocket; empty allows any. */
+  allowedOrigins: string[];
+  logLevel: string;
+  maxFrameBytes: number;
+  maxSubscriptions: number;
+  /** Client publishes per second per connection (token bucket, burst the same). */
+  publishRate: number;
+  pingIntervalMs: number;
+  /** A socket with more unsent bytes than this is closed with 4008. */
+  maxBufferedBytes: number;
+  /** Time a connection without a token has to send an `auth` frame when anon is off. */
+  authTimeoutMs: number;
+  poolSize: number;
+  perMessageDeflate: boolean;
+}
+
+export const START_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 4000,
+  path: '/',
+  roles: ['anon', 'authenticated'],
+  logLevel: 'info',
+  maxFrameBytes: 128 * 1024,
+  maxSubscriptions: 100,
+  publishRate: 20,
+  pingIntervalMs: 30_000,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  authTimeoutMs: 10_000,
+  poolSize: 10,
+} as const;
+
+const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function usage(message: string): RealtimedError {
+  return new RealtimedError('RT_ERR_USAGE', message);
+}
+
+/** Checks a start configuration as a whole: missing or contradictory options. */
+export function checkStartConfig(config: StartConfig): StartConfig {
+  parseDatabaseUrl(config.databaseUrl, '--database-url');
+  parseDatabaseUrl(config.listenUrl, '--listen-url');
+  if (config.jwtSecret !== undefined && config.jwksUrl !== undefined) {
+    throw usage('--jwt-secret and --jwks-url are contradictory: tokens are verified with one or the other');
+  }
+  if (config.jwtSecret !== undefined && config.jwtSecret.length < 32) {
+    throw usage('--jwt-secret must be at least 32 characters (HS256 needs a long random secret)');
+  }
+  if (config.jwksUrl !== undefined) {
+    let url: URL;
+    try {
+      url = new URL(config.jwksUrl);
+    } catch {
+      throw usage('--jwks-url is not a URL');
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw usage('--jwks-url must be an http(s) URL');
+  }
+  if (config.roles.length === 0) throw usage('--roles names no role');
+  for (const role of config.roles) {
+    if (!ROLE_NAME.test(role)) throw usage(`--roles: "${role}" is not a plain role name (lowercase letters, digits, _)`);
+  }
+  if (config.allowAnon && !config.roles.includes('anon')) {
+    throw usage('--roles leaves out anon while connections without a token are allowed: add anon or pass --no-anon');
+  }
+  if (!config.allowAnon && config.jwtSecret === undefined && config.jwksUrl === undefined) {
+    throw usage('--no-anon without --jwt-secret or --jwks-url: no connection could ever authenticate');
+  }
+  if (!LOG_LEVELS.includes(config.logLevel)) throw usage(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  if (!config.path.startsWith('/')) throw usage('--path must start with /');
+  if (config.port < 0 || config.port > 65535) throw usage('--port must be between 0 and 65535');
+  return config;
+}

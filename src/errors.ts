@@ -93,3 +93,56 @@ export function fromPgError(err: unknown, where: string): RealtimedError {
       return new RealtimedError('RT_ERR_DB', `PostgreSQL at ${where}: ${withHint}${code ? ` [${code}]` : ''}`, { cause: err });
   }
 }
+
+/** Error codes of the WebSocket protocol (docs/protocol.md). */
+export type WireErrorCode =
+  | 'UNAUTHORIZED'
+  | 'NOT_SUBSCRIBED'
+  | 'INVALID_MESSAGE'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'RATE_LIMITED'
+  | 'LIMIT_EXCEEDED'
+  | 'TOKEN_EXPIRED'
+  | 'INTERNAL_ERROR';
+
+/** WebSocket close codes the server uses. */
+export const CloseCode = {
+  SHUTDOWN: 1001,
+  TOO_LARGE: 1009,
+  TOKEN_EXPIRED: 4001,
+  UNAUTHORIZED: 4003,
+  SLOW_CONSUMER: 4008,
+} as const;
+
+/** An error the server reports in an error frame. */
+export class WireError extends Error {
+  readonly code: WireErrorCode;
+  readonly extra: Record<string, unknown>;
+
+  constructor(code: WireErrorCode, message: string, extra: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'WireError';
+    this.code = code;
+    this.extra = extra;
+  }
+}
+
+/**
+ * The wire code for an error from the database: what the SQL package raises
+ * (docs/sql.md, "Errors"), a policy's own error (a denial), or the database
+ * being unreachable (INTERNAL_ERROR; still a denial).
+ */
+export function wireErrorFromPg(err: unknown): WireError {
+  if (err instanceof WireError) return err;
+  const { code, message } = pgFields(err);
+  if (code === '42501' || code === 'RT404') return new WireError('UNAUTHORIZED', 'not allowed');
+  if (code === 'RT413') return new WireError('PAYLOAD_TOO_LARGE', message.replace(/^realtime: /, ''));
+  if (code === 'RT400' || code === '23514' || code === '22P02' || code === '22023') {
+    return new WireError('INVALID_MESSAGE', message.replace(/^realtime: /, ''));
+  }
+  // Any other SQLSTATE comes from a policy or function that failed: deny.
+  if (/^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08') && !code.startsWith('57') && !code.startsWith('53')) {
+    return new WireError('UNAUTHORIZED', 'not allowed');
+  }
+  return new WireError('INTERNAL_ERROR', 'the server could not reach its database');
+}

@@ -1,5 +1,5 @@
 --! Previous: sha1:ff802f644d21332488e5764549c43807da8eed9d
---! Hash: sha1:3cc0292db5ed5d04c632e6a06cd4e3a14422efb4
+--! Hash: sha1:73da67edc39f8bbb913ad12241093468f311874b
 --! Message: daemon
 
 -- realtimed 000002: what the daemon calls, one round trip each: authorize a
@@ -90,18 +90,17 @@ create function realtime.event_frames(ids uuid[])
 returns table (id uuid, seq bigint, channel_name text, frame text)
 language sql stable set search_path = ''
 as $$
+  -- Built as text: compact, fields in the documented order, strings escaped by to_json.
   select m.id, m.seq, m.channel_name,
-         pg_catalog.json_build_object(
-           'type', 'event',
-           'channel', m.channel_name,
-           'event', m.event_name,
-           'payload', m.payload,
-           'meta', pg_catalog.json_build_object(
-             'messageId', m.id,
-             'seq', m.seq,
-             'senderType', m.sender_type,
-             'senderId', m.sender_id,
-             'timestamp', pg_catalog.to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))::text
+         '{"type":"event","channel":' || pg_catalog.to_json(m.channel_name)::text
+         || ',"event":' || pg_catalog.to_json(m.event_name)::text
+         || ',"payload":' || m.payload::text
+         || ',"meta":{"messageId":"' || m.id::text
+         || '","seq":' || m.seq::text
+         || ',"senderType":"' || m.sender_type
+         || '","senderId":' || coalesce('"' || m.sender_id::text || '"', 'null')
+         || ',"timestamp":"' || pg_catalog.to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+         || '"}}'
   from pg_catalog.unnest(event_frames.ids) with ordinality as i(id, n)
   join realtime.messages m on m.id = i.id
   order by i.n

@@ -69,9 +69,17 @@ export async function createDatabase(t: Teardown, options: { migrated?: boolean 
   const url = urlFor(name);
   if (migrated && !TEMPLATE) await migrate({ databaseUrl: url });
   const pool = new pg.Pool({ connectionString: url, max: 4 });
+  // An idle client killed by the server (a test terminating backends, the final
+  // DROP DATABASE ... WITH (FORCE)) must not crash the test process.
+  pool.on('error', () => {});
   t.teardown(async () => {
-    await pool.end();
-    await dropDatabase(name);
+    try {
+      await pool.end();
+      await dropDatabase(name);
+    } catch (err) {
+      console.error('DB TEARDOWN', err);
+      throw err;
+    }
   });
   return { name, url, pool };
 }
@@ -99,7 +107,12 @@ export async function createLoginRole(t: Teardown, grants: string[] = []): Promi
   await serverQuery(`create role ${pg.escapeIdentifier(role)} login`);
   for (const g of grants) await serverQuery(`grant ${pg.escapeIdentifier(g)} to ${pg.escapeIdentifier(role)}`);
   t.teardown(async () => {
-    await serverQuery(`drop role if exists ${pg.escapeIdentifier(role)}`);
+    try {
+      await serverQuery(`drop role if exists ${pg.escapeIdentifier(role)}`);
+    } catch (err) {
+      console.error('ROLE TEARDOWN', err);
+      throw err;
+    }
   });
   return role;
 }

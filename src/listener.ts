@@ -1,0 +1,157 @@
+/**
+ * The one LISTEN connection (pg-listen), retrying forever. It only hands on
+ * hints: any role can NOTIFY these channels, so nothing here is relayed as
+ * it stands (see relay.ts).
+ */
+// pg-listen is CommonJS with an `exports.default`; Node hands ESM the whole exports object.
+import pgListen, { type Subscriber } from 'pg-listen';
+import type { Logger } from 'pino';
+
+import type { Metrics } from './metrics.js';
+
+export const MESSAGES_CHANNEL = 'realtime_messages';
+export const CHANNELS_CHANNEL = 'realtime_channels';
+
+/** The notification envelope of realtime.messages_notify() (docs/sql.md). */
+export interface Envelope {
+  id: string;
+  seq: number;
+  channel: string;
+  /** process.hrtime.bigint() at receipt, for the fan-out latency. */
+  receivedAt: bigint;
+}
+
+export interface ListenerHandlers {
+  onMessage(envelope: Envelope): void;
+  onChannelsChanged(): void;
+  /** Called after every (re)connection, once LISTEN is in place. */
+  onConnected?(): void;
+}
+
+export interface Listener {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  isUp(): boolean;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Reads an envelope; null for anything that is not one (counted as forged). */
+export function parseEnvelope(text: string | undefined, receivedAt: bigint): Envelope | null {
+  if (text === undefined || text.length > 2000) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const e = value as Record<string, unknown>;
+  if (e['v'] !== 1 || typeof e['id'] !== 'string' || !UUID.test(e['id'])) return null;
+  if (typeof e['seq'] !== 'number' || !Number.isSafeInteger(e['seq']) || typeof e['channel'] !== 'string') return null;
+  return { id: e['id'], seq: e['seq'], channel: e['channel'], receivedAt };
+}
+
+export function createListener(
+  deps: { url: string; logger: Logger; metrics: Metrics },
+  handlers: ListenerHandlers,
+): Listener {
+  const { logger, metrics } = deps;
+  let subscriber: Subscriber | null = null;
+  let up = false;
+  let stopped = false;
+  let startTimer: NodeJS.Timeout | undefined;
+  let markFirstUp = (): void => {};
+  const firstUp = new Promise<void>((resolve) => (markFirstUp = resolve));
+
+  const connect = async (): Promise<void> => {
+    const s = pgListen.default(
+      { connectionString: deps.url, application_name: 'realtimed-listen' },
+      {
+        // pg-listen gives up after 3 s by default; a relay must not.
+        retryTimeout: Infinity,
+        retryInterval: (attempt: number) => Math.min(500 * 2 ** attempt, 5000),
+        paranoidChecking: 10_000,
+        parse: (text: string) => text,
+      },
+    );
+    s.events.on('notification', (n) => {
+      const receivedAt = process.hrtime.bigint();
+      if (n.channel === MESSAGES_CHANNEL) {
+        const envelope = parseEnvelope(typeof n.payload === 'string' ? n.payload : undefined, receivedAt);
+        if (envelope) handlers.onMessage(envelope);
+        else metrics.notificationsDropped.inc({ reason: 'malformed' });
+      } else if (n.channel === CHANNELS_CHANNEL) {
+        handlers.onChannelsChanged();
+      }
+    });
+    s.events.on('reconnect', (attempt) => {
+      if (attempt === 1) {
+        up = false;
+        metrics.listenReconnects.inc();
+        logger.warn('LISTEN connection lost; reconnecting');
+      }
+    });
+    s.events.on('connected', () => {
+      // pg-listen emits this after re-LISTENing on a reconnection; the first
+      // connection is marked up below, once our LISTENs are in place.
+      if (subscriber === s && !up && !stopped) {
+        up = true;
+        logger.info('LISTEN connection restored');
+        handlers.onConnected?.();
+      }
+    });
+    s.events.on('error', (err) => logger.error({ err: err.message }, 'LISTEN connection error'));
+    try {
+      await s.connect();
+      await s.listenTo(MESSAGES_CHANNEL);
+      await s.listenTo(CHANNELS_CHANNEL);
+    } catch (err) {
+      await s.close().catch(() => {});
+      throw err;
+    }
+    if (stopped) {
+      await s.close().catch(() => {});
+      return;
+    }
+    subscriber = s;
+    up = true;
+    markFirstUp();
+    logger.info({ channels: [MESSAGES_CHANNEL, CHANNELS_CHANNEL] }, 'LISTEN connection up');
+    handlers.onConnected?.();
+  };
+
+  // The first connection is retried here: pg-listen only retries after one succeeded.
+  const run = async (): Promise<void> => {
+    let attempt = 0;
+    while (!stopped) {
+      try {
+        await connect();
+        return;
+      } catch (err) {
+        attempt++;
+        logger.warn({ err: (err as Error).message, attempt }, 'LISTEN connection failed; retrying');
+        await new Promise<void>((resolve) => {
+          startTimer = setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000));
+        });
+      }
+    }
+  };
+
+  return {
+    async start() {
+      // Waits a moment for the first connection, but never fails: the daemon
+      // serves /health (503) and keeps retrying while PostgreSQL is away.
+      void run();
+      await Promise.race([firstUp, new Promise((resolve) => setTimeout(resolve, 3000).unref())]);
+    },
+    async stop() {
+      stopped = true;
+      up = false;
+      clearTimeout(startTimer);
+      await subscriber?.close().catch(() => {});
+      subscriber = null;
+    },
+    isUp: () => up,
+  };
+}

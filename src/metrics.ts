@@ -1,0 +1,77 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The Prometheus metrics of one daemon (GET /metrics). */
+export interface Metrics {
+  registry: Registry;
+  connections: Gauge;
+  subscriptions: Gauge;
+  messagesRelayed: Counter;
+  framesSent: Counter;
+  fanoutSeconds: Histogram;
+  slowConsumerCloses: Counter;
+  listenReconnects: Counter;
+  authFailures: Counter<'code'>;
+  notificationsDropped: Counter<'reason'>;
+}
+
+export function createMetrics(sources: { connections: () => number; subscriptions: () => number }): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'realtimed_' });
+  return {
+    registry,
+    connections: new Gauge({
+      name: 'realtimed_connections',
+      help: 'Open WebSocket connections.',
+      registers: [registry],
+      collect() {
+        this.set(sources.connections());
+      },
+    }),
+    subscriptions: new Gauge({
+      name: 'realtimed_subscriptions',
+      help: 'Channel subscriptions over all connections.',
+      registers: [registry],
+      collect() {
+        this.set(sources.subscriptions());
+      },
+    }),
+    messagesRelayed: new Counter({
+      name: 'realtimed_messages_relayed_total',
+      help: 'Committed messages written to at least one socket.',
+      registers: [registry],
+    }),
+    framesSent: new Counter({
+      name: 'realtimed_frames_sent_total',
+      help: 'Event frames written to sockets.',
+      registers: [registry],
+    }),
+    fanoutSeconds: new Histogram({
+      name: 'realtimed_fanout_seconds',
+      help: 'From the notification arriving to the frame written to every subscriber.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    slowConsumerCloses: new Counter({
+      name: 'realtimed_slow_consumer_closes_total',
+      help: 'Sockets closed with 4008 because they did not read fast enough.',
+      registers: [registry],
+    }),
+    listenReconnects: new Counter({
+      name: 'realtimed_listen_reconnects_total',
+      help: 'Times the LISTEN connection was lost and re-established.',
+      registers: [registry],
+    }),
+    authFailures: new Counter({
+      name: 'realtimed_auth_failures_total',
+      help: 'Refused tokens, by error code.',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    notificationsDropped: new Counter({
+      name: 'realtimed_notifications_dropped_total',
+      help: 'Notifications not relayed: malformed, unknown (no such message), mismatched (the row says otherwise) or repeated.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+  };
+}

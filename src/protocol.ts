@@ -1,0 +1,101 @@
+/**
+ * The wire protocol's frames (docs/protocol.md): parsing what clients send,
+ * building what the server sends. Event frames are built in SQL
+ * (realtime.event_frames) and never pass through here.
+ */
+import { WireError, type WireErrorCode } from './errors.js';
+
+export type ClientFrame =
+  | { type: 'subscribe'; channel: string; ref?: string }
+  | { type: 'unsubscribe'; channel: string; ref?: string }
+  | {
+      type: 'publish';
+      channel: string;
+      event: string;
+      payload: Record<string, unknown>;
+      dedupeKey?: string;
+      ref?: string;
+    }
+  | { type: 'auth'; token: string; ref?: string }
+  | { type: 'ping'; ref?: string };
+
+const MAX_NAME_BYTES = 255;
+const MAX_TOKEN_BYTES = 16 * 1024;
+
+function invalid(message: string, ref?: string): WireError {
+  return new WireError('INVALID_MESSAGE', message, ref === undefined ? {} : { ref });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function name(frame: Record<string, unknown>, field: string, ref: string | undefined): string {
+  const value = frame[field];
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > MAX_NAME_BYTES) {
+    throw invalid(`"${field}" must be a string of 1 to ${MAX_NAME_BYTES} bytes`, ref);
+  }
+  return value;
+}
+
+/** Parses one text frame; throws WireError INVALID_MESSAGE (with the ref when it could be read). */
+export function parseClientFrame(text: string): ClientFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalid('the frame is not JSON');
+  }
+  if (!isObject(value)) throw invalid('the frame must be a JSON object');
+  const rawRef = value['ref'];
+  if (rawRef !== undefined && (typeof rawRef !== 'string' || rawRef.length > 255)) {
+    throw invalid('"ref" must be a string of at most 255 characters');
+  }
+  const ref = rawRef;
+  const withRef = <T extends object>(frame: T): T & { ref?: string } => (ref === undefined ? frame : { ...frame, ref });
+  switch (value['type']) {
+    case 'subscribe':
+      return withRef({ type: 'subscribe', channel: name(value, 'channel', ref) });
+    case 'unsubscribe':
+      return withRef({ type: 'unsubscribe', channel: name(value, 'channel', ref) });
+    case 'publish': {
+      const channel = name(value, 'channel', ref);
+      const event = name(value, 'event', ref);
+      const payload = value['payload'] === undefined ? {} : value['payload'];
+      if (!isObject(payload)) throw invalid('"payload" must be a JSON object', ref);
+      const dedupeKey = value['dedupeKey'];
+      if (dedupeKey !== undefined) {
+        const key = name(value, 'dedupeKey', ref);
+        return withRef({ type: 'publish', channel, event, payload, dedupeKey: key });
+      }
+      return withRef({ type: 'publish', channel, event, payload });
+    }
+    case 'auth': {
+      const token = value['token'];
+      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_BYTES) {
+        throw invalid('"token" must be a non-empty string', ref);
+      }
+      return withRef({ type: 'auth', token });
+    }
+    case 'ping':
+      return withRef({ type: 'ping' });
+    default:
+      throw invalid(
+        typeof value['type'] === 'string' ? `unknown frame type "${value['type'].slice(0, 64)}"` : '"type" is missing',
+        ref,
+      );
+  }
+}
+
+/** A server frame other than an event, as JSON text. */
+export function serverFrame(frame: { type: string; ref?: string | undefined; [key: string]: unknown }): string {
+  return JSON.stringify(frame);
+}
+
+export function errorFrame(
+  code: WireErrorCode,
+  message: string,
+  extra: { ref?: string | undefined; channel?: string | undefined; [key: string]: unknown } = {},
+): string {
+  return JSON.stringify({ type: 'error', code, message, ...extra });
+}

@@ -1,0 +1,164 @@
+/**
+ * HTTP and WebSocket on one port: GET /health, GET /metrics, and the
+ * WebSocket endpoint (default /). Origins and paths are checked at upgrade;
+ * tokens after it, so a browser gets an error frame and a close code.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+import type { Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+
+import { CloseCode } from './errors.js';
+import { Connection, type ConnectionDeps } from './connection.js';
+import type { Listener } from './listener.js';
+
+export interface ServerDeps extends ConnectionDeps {
+  listener: Listener;
+}
+
+export interface Server {
+  listen(): Promise<AddressInfo>;
+  /** Stops accepting, closes every socket with 1001, resolves when they are gone. */
+  close(): Promise<void>;
+  readonly connections: ReadonlySet<Connection>;
+}
+
+function tokenFrom(req: IncomingMessage, url: URL): string | undefined {
+  const header = req.headers.authorization;
+  if (header !== undefined) {
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (match?.[1]) return match[1];
+  }
+  const query = url.searchParams.get('token');
+  return query === null || query === '' ? undefined : query;
+}
+
+function refuse(socket: Duplex, status: number, reason: string): void {
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function createServer(deps: ServerDeps): Server {
+  const { config, logger, metrics, db, listener } = deps;
+  const connections = new Set<Connection>();
+  const origins = new Set(config.allowedOrigins);
+
+  const health = async (res: ServerResponse): Promise<void> => {
+    const listening = listener.isUp();
+    const database = await Promise.race([
+      db.ping().then(() => true, () => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000).unref()),
+    ]);
+    const ok = listening && database;
+    json(res, ok ? 200 : 503, {
+      status: ok ? 'ok' : 'unavailable',
+      listener: listening ? 'up' : 'down',
+      database: database ? 'up' : 'down',
+      connections: connections.size,
+    });
+  };
+
+  const http = createHttpServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/health') {
+      void health(res);
+    } else if (req.method === 'GET' && path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(text);
+        },
+        () => json(res, 500, { error: 'INTERNAL_ERROR' }),
+      );
+    } else {
+      json(res, 404, { error: 'NOT_FOUND', message: `no ${req.method ?? ''} ${path ?? ''} here` });
+    }
+  });
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.maxFrameBytes,
+    perMessageDeflate: config.perMessageDeflate,
+    clientTracking: false,
+  });
+
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname !== config.path) {
+      refuse(socket, 404, 'Not Found');
+      return;
+    }
+    const origin = req.headers.origin;
+    if (origins.size > 0 && origin !== undefined && !origins.has(origin)) {
+      metrics.authFailures.inc({ code: 'ORIGIN' });
+      refuse(socket, 403, 'Forbidden');
+      return;
+    }
+    const token = tokenFrom(req, url);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const connection = new Connection(ws, deps, token);
+      connections.add(connection);
+      ws.on('message', (data, isBinary) => connection.onMessage(data, isBinary));
+      ws.on('pong', () => {
+        connection.alive = true;
+      });
+      ws.on('error', (err) => logger.debug({ err: err.message }, 'socket error'));
+      ws.on('close', () => {
+        connection.dispose();
+        connections.delete(connection);
+      });
+    });
+  });
+
+  // Protocol-level pings find dead peers; a socket that missed one is dropped.
+  const pinger = setInterval(() => {
+    for (const connection of connections) {
+      if (!connection.alive) {
+        connection.dispose();
+        connection.ws.terminate();
+        continue;
+      }
+      connection.alive = false;
+      connection.ws.ping();
+    }
+  }, config.pingIntervalMs);
+  pinger.unref();
+
+  return {
+    connections,
+    listen() {
+      return new Promise((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(config.port, config.host, () => {
+          http.off('error', reject);
+          resolve(http.address() as AddressInfo);
+        });
+      });
+    },
+    async close() {
+      clearInterval(pinger);
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      const gone = [...connections].map(
+        (connection) =>
+          new Promise<void>((resolve) => {
+            connection.dispose();
+            if (connection.ws.readyState === connection.ws.CLOSED) return resolve();
+            connection.ws.once('close', () => resolve());
+            connection.ws.close(CloseCode.SHUTDOWN, 'server shutdown');
+            setTimeout(() => connection.ws.terminate(), 3000).unref();
+          }),
+      );
+      await Promise.all(gone);
+      http.closeAllConnections();
+      await closed;
+    },
+  };
+}
