@@ -412,3 +412,49 @@ t.test('HTTP: origins, paths, /metrics', async (t) => {
   t.match(metrics, 'realtimed_connections 2');
   t.equal((await fetch(`${httpUrl}/nope`)).status, 404);
 });
+
+t.test('--jwks-url: RS256 and ES256 tokens from a JWKS endpoint; HS256 is then refused', async (t) => {
+  const { createServer } = await import('node:http');
+  const { SignJWT, exportJWK, generateKeyPair } = await import('jose');
+  const rsa = await generateKeyPair('RS256');
+  const ec = await generateKeyPair('ES256');
+  const keys = [
+    { ...(await exportJWK(rsa.publicKey)), kid: 'rsa', alg: 'RS256', use: 'sig' },
+    { ...(await exportJWK(ec.publicKey)), kid: 'ec', alg: 'ES256', use: 'sig' },
+  ];
+  const jwks = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => jwks.close(() => resolve())));
+  const address = jwks.address() as { port: number };
+
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl } = await startDaemon(t, db, { jwtSecret: undefined, jwksUrl: `http://127.0.0.1:${address.port}/jwks.json` });
+  const token = (alg: 'RS256' | 'ES256', kid: string, key: typeof rsa.privateKey): Promise<string> =>
+    new SignJWT({ sub: ALICE, role: 'authenticated' }).setProtectedHeader({ alg, kid }).setExpirationTime('1h').sign(key);
+
+  const viaRsa = await TestClient.connect(t, wsUrl, { token: await token('RS256', 'rsa', rsa.privateKey) });
+  t.equal((await viaRsa.subscribe('chat:7')).type, 'subscribed', 'an RS256 token from the JWKS works');
+  const viaEc = await TestClient.connect(t, wsUrl, { token: await token('ES256', 'ec', ec.privateKey) });
+  t.equal((await viaEc.subscribe('chat:7')).type, 'subscribed', 'an ES256 token from the JWKS works');
+  const hs = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
+  t.match(await hs.next((f) => f.type === 'error'), { code: 'UNAUTHORIZED' }, 'an HS256 token is refused');
+  t.equal((await hs.closed).code, 4003);
+});
+
+t.test('a peer that stops answering WebSocket pings is dropped', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl, daemon } = await startDaemon(t, db, { pingIntervalMs: 150 });
+  const dead = await TestClient.connect(t, wsUrl);
+  const alive = await TestClient.connect(t, wsUrl);
+  await dead.subscribe('orders');
+  // Stop reading: the pings are never seen, so never answered.
+  (dead.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  await settle(800);
+  t.equal(daemon.server.connections.size, 1, 'the silent peer was terminated; the live one stays');
+  t.equal((await alive.request({ type: 'ping' })).type, 'pong');
+});

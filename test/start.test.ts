@@ -8,7 +8,7 @@ import t from 'tap';
 
 import { BIN, runBin } from './helpers/cli.js';
 import { createDatabase, createLoginRole, urlFor } from './helpers/db.js';
-import { SECRET } from './helpers/jwt.js';
+import { SECRET, userToken } from './helpers/jwt.js';
 import { TestClient } from './helpers/ws.js';
 
 t.test('start --help documents every option', async (t) => {
@@ -49,7 +49,7 @@ t.test('SIGTERM: sockets closed with 1001, exit 0 well within 10 s', async (t) =
   const db = await createDatabase(t);
   const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
   await db.pool.query(`insert into realtime.channels (pattern) values ('orders');
-    create policy everyone on realtime.channels for select to anon using (pattern = 'orders');`);
+    create policy everyone on realtime.channels for select to anon, authenticated using (pattern = 'orders');`);
   const child = spawn(process.execPath, [BIN, 'start', '--port', '0', '--log-level', 'info'], {
     env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: urlFor(db.name, undefined, role), REALTIMED_JWT_SECRET: SECRET },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -64,7 +64,8 @@ t.test('SIGTERM: sockets closed with 1001, exit 0 well within 10 s', async (t) =
     });
     child.on('exit', (code) => reject(new Error(`exited ${code}: ${logs}`)));
   });
-  const client = await TestClient.connect(t, `ws://127.0.0.1:${port}/`);
+  const token = await userToken('a11ce000-0000-4000-8000-000000000001');
+  const client = await TestClient.connect(t, `ws://127.0.0.1:${port}/`, { token });
   t.equal((await client.subscribe('orders')).type, 'subscribed');
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const started = Date.now();
@@ -74,4 +75,5 @@ t.test('SIGTERM: sockets closed with 1001, exit 0 well within 10 s', async (t) =
   t.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms`);
   t.match(logs, '"msg":"realtimed stopped"');
   t.notMatch(logs, SECRET, 'the secret is never logged');
+  t.notMatch(logs, token, 'nor the token');
 });
