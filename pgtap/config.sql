@@ -3,9 +3,11 @@
 begin;
 select plan(22);
 
-select columns_are('realtime', 'config', array['id', 'max_payload_bytes']);
-select results_eq('select id, max_payload_bytes from realtime.config', 'values (true, 65536)',
-  'one row; the payload cap defaults to 64 KiB');
+select columns_are('realtime', 'config', array['id', 'max_payload_bytes', 'webhook_max_attempts', 'webhook_backoff_ms',
+  'webhook_max_backoff_ms', 'retention']);
+select results_eq('select id, max_payload_bytes, webhook_max_attempts, webhook_backoff_ms, retention from realtime.config',
+  $$values (true, 65536, 5, 1000, interval '24 hours')$$,
+  'one row; defaults: 64 KiB payloads, 5 webhook attempts from 1 s, 24 hours retention');
 select throws_ok('insert into realtime.config (id) values (false)', '23514', null, 'config keeps to one row (id is true)');
 select throws_ok('insert into realtime.config default values', '23505', null, 'a second row is refused');
 select throws_ok('update realtime.config set max_payload_bytes = 0', '23514', null, 'the cap must be positive');

@@ -6,14 +6,17 @@ select plan(24);
 select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
 
-select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages']);
-select views_are('realtime', array[]::name[]);
+select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages',
+  'webhook_deliveries', 'webhook_attempts']);
+select views_are('realtime', array['channel_stats', 'webhook_failures']);
 select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
   'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
   'touch_updated_at', 'match_channel', 'messages_before_insert', 'messages_notify',
   'publish', 'impersonate', 'can_subscribe', 'can_publish',
-  'authorize_subscribe', 'send', 'event_frames', 'channels_notify']);
+  'authorize_subscribe', 'send', 'event_frames', 'channels_notify',
+  'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
+  'record_webhook_attempts', 'add_ws_audience', 'prune']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -43,8 +46,9 @@ $$, 'every function runs with search_path = ''''');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'realtime'::regnamespace and p.prosecdef
-    and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish')
-$$, 'only version, max_payload_bytes, match_channel and publish are SECURITY DEFINER');
+    and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish', 'claim_webhook_deliveries',
+                          'record_webhook_attempts', 'add_ws_audience', 'prune')
+$$, 'only the documented functions are SECURITY DEFINER');
 select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text']);
 select is_definer('realtime', 'match_channel', array['text']);
 
@@ -79,8 +83,8 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation'), (2, 'daemon')$$, 'schema_versions records each migration');
-select is(realtime.version(), 2, 'realtime.version() is the highest migration');
+                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks')$$, 'schema_versions records each migration');
+select is(realtime.version(), 3, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 
