@@ -4,9 +4,9 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import pg from 'pg';
 import { pino } from 'pino';
 
-import { START_DEFAULTS, checkStartConfig, type StartConfig } from './config.js';
+import { START_DEFAULTS, checkStartConfig, parseDatabaseUrl, type StartConfig } from './config.js';
 import { createDaemon } from './daemon.js';
-import { RealtimedError } from './errors.js';
+import { RealtimedError, fromPgError } from './errors.js';
 import { migrate } from './migrate.js';
 import { buildScript, loadMigrations } from './sqlPackage.js';
 
@@ -124,6 +124,14 @@ function buildProgram(io: CliIo): Command {
     .addOption(new Option('--auth-timeout <ms>', 'with --no-anon: time to send an auth frame').env('REALTIMED_AUTH_TIMEOUT').default(START_DEFAULTS.authTimeoutMs).argParser(integer(100, 3_600_000)))
     .addOption(new Option('--pool-size <n>', 'pooled database connections').env('REALTIMED_POOL_SIZE').default(START_DEFAULTS.poolSize).argParser(integer(1, 1000)))
     .addOption(new Option('--permessage-deflate', 'compress frames (costs CPU and memory per socket)').env('REALTIMED_PERMESSAGE_DEFLATE').default(false))
+    .addOption(new Option('--no-webhooks', 'do not deliver webhooks from this instance').env('REALTIMED_NO_WEBHOOKS'))
+    .addOption(new Option('--webhook-secret <secret>', 'sign webhooks: X-Realtime-Signature (16+ characters)').env('REALTIMED_WEBHOOK_SECRET'))
+    .addOption(new Option('--webhook-timeout <ms>', 'give up on a webhook request after this long').env('REALTIMED_WEBHOOK_TIMEOUT').default(START_DEFAULTS.webhookTimeoutMs).argParser(integer(100, 600_000)))
+    .addOption(new Option('--webhook-concurrency <n>', 'requests in flight to one URL').env('REALTIMED_WEBHOOK_CONCURRENCY').default(START_DEFAULTS.webhookConcurrency).argParser(integer(1, 1000)))
+    .addOption(new Option('--webhook-max-in-flight <n>', 'webhook requests in flight in all').env('REALTIMED_WEBHOOK_MAX_IN_FLIGHT').default(START_DEFAULTS.webhookMaxInFlight).argParser(integer(1, 10_000)))
+    .addOption(new Option('--webhook-sweep-interval <ms>', 'how often to look for retries that fell due').env('REALTIMED_WEBHOOK_SWEEP_INTERVAL').default(START_DEFAULTS.webhookSweepMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--stats-interval <ms>', 'how often delivery statistics are written').env('REALTIMED_STATS_INTERVAL').default(START_DEFAULTS.statsIntervalMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)))
     .action(async (opts: Record<string, unknown>) => {
       const databaseUrl = opts['databaseUrl'] as string | undefined;
       if (databaseUrl === undefined) {
@@ -149,6 +157,14 @@ function buildProgram(io: CliIo): Command {
         authTimeoutMs: opts['authTimeout'] as number,
         poolSize: opts['poolSize'] as number,
         perMessageDeflate: opts['permessageDeflate'] === true,
+        webhooks: opts['webhooks'] !== false,
+        webhookSecret: opts['webhookSecret'] as string | undefined,
+        webhookTimeoutMs: opts['webhookTimeout'] as number,
+        webhookConcurrency: opts['webhookConcurrency'] as number,
+        webhookMaxInFlight: opts['webhookMaxInFlight'] as number,
+        webhookSweepMs: opts['webhookSweepInterval'] as number,
+        statsIntervalMs: opts['statsInterval'] as number,
+        pruneIntervalMs: opts['pruneInterval'] as number,
       });
       const logger = pino({ level: config.logLevel, base: { service: 'realtimed' } });
       const pool = new pg.Pool({
@@ -172,7 +188,43 @@ function buildProgram(io: CliIo): Command {
       clearTimeout(deadline);
     });
 
+  program
+    .command('stats')
+    .description('Print realtime.channel_stats: messages, audiences, webhook success per channel.')
+    .option('--database-url <url>', 'PostgreSQL connection URL (default: $DATABASE_URL)')
+    .action(async (opts: { databaseUrl?: string }) => {
+      const target = parseDatabaseUrl(opts.databaseUrl ?? io.env['DATABASE_URL'], opts.databaseUrl === undefined ? 'DATABASE_URL' : '--database-url');
+      const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: 10_000 });
+      client.on('error', () => {});
+      try {
+        await client.connect();
+        const { rows } = await client.query<Record<string, string | null>>(`
+          select pattern, case when enabled then 'yes' else 'no' end as enabled,
+                 messages_last_hour::text as last_hour, messages_last_day::text as last_day,
+                 messages_total::text as total, coalesce(avg_ws_audience::text, '-') as avg_sockets,
+                 coalesce(to_char(webhook_success_rate * 100, 'FM990.0') || '%', '-') as webhooks_ok,
+                 webhooks_pending::text as pending,
+                 coalesce(to_char(last_message_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'), '-') as last_message_utc
+          from realtime.channel_stats order by pattern`);
+        io.out(formatTable(rows));
+      } catch (err) {
+        throw fromPgError(err, target.where);
+      } finally {
+        await client.end().catch(() => {});
+      }
+    });
+
   return program;
+}
+
+/** A plain text table, columns padded to their widest cell. */
+export function formatTable(rows: Record<string, string | null>[]): string {
+  if (rows.length === 0) return '(no channels)\n';
+  const columns = Object.keys(rows[0] ?? {});
+  const cells = rows.map((row) => columns.map((c) => row[c] ?? '-'));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => (r[i] ?? '').length)));
+  const line = (values: string[]): string => values.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  return [line(columns), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n') + '\n';
 }
 
 function oneLine(text: string): string {

@@ -68,6 +68,18 @@ export interface StartConfig {
   authTimeoutMs: number;
   poolSize: number;
   perMessageDeflate: boolean;
+  /** Deliver webhooks from this instance. */
+  webhooks: boolean;
+  webhookSecret: string | undefined;
+  webhookTimeoutMs: number;
+  /** Requests in flight to one URL (per instance). */
+  webhookConcurrency: number;
+  webhookMaxInFlight: number;
+  webhookSweepMs: number;
+  /** How often delivery statistics are written. */
+  statsIntervalMs: number;
+  /** How often to run realtime.prune(); 0 is off. */
+  pruneIntervalMs: number;
 }
 
 export const START_DEFAULTS = {
@@ -83,6 +95,12 @@ export const START_DEFAULTS = {
   maxBufferedBytes: 4 * 1024 * 1024,
   authTimeoutMs: 10_000,
   poolSize: 10,
+  webhookTimeoutMs: 10_000,
+  webhookConcurrency: 4,
+  webhookMaxInFlight: 64,
+  webhookSweepMs: 1000,
+  statsIntervalMs: 1000,
+  pruneIntervalMs: 0,
 } as const;
 
 const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -124,5 +142,8 @@ export function checkStartConfig(config: StartConfig): StartConfig {
   if (!LOG_LEVELS.includes(config.logLevel)) throw usage(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   if (!config.path.startsWith('/')) throw usage('--path must start with /');
   if (config.port < 0 || config.port > 65535) throw usage('--port must be between 0 and 65535');
+  if (config.webhookSecret !== undefined && config.webhookSecret.length < 16) {
+    throw usage('--webhook-secret must be at least 16 characters');
+  }
   return config;
 }

@@ -119,8 +119,8 @@ export class Connection implements Subscriber {
   }
 
   /** Writes one event frame; closes the socket with 4008 if it cannot keep up. */
-  sendEvent(frame: Buffer): void {
-    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return;
+  sendEvent(frame: Buffer): boolean {
+    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(frame, { binary: false });
     if (this.ws.bufferedAmount > this.deps.config.maxBufferedBytes) {
       this.deps.metrics.slowConsumerCloses.inc();
@@ -130,6 +130,7 @@ export class Connection implements Subscriber {
       // A socket that does not read will not read the close frame either.
       setTimeout(() => this.ws.terminate(), 5000).unref();
     }
+    return true;
   }
 
   /** Leaves every channel and stops timers; the socket is closing or closed. */

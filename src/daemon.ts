@@ -17,6 +17,8 @@ import { createListener, type Listener } from './listener.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createRelay, type Relay } from './relay.js';
 import { createServer, type Server } from './server.js';
+import { createStats, type Stats } from './stats.js';
+import { createWebhooks, type Webhooks } from './webhooks.js';
 
 export interface DaemonDeps {
   config: StartConfig;
@@ -34,6 +36,8 @@ export interface Daemon {
   readonly server: Server;
   readonly relay: Relay;
   readonly listener: Listener;
+  readonly stats: Stats;
+  readonly webhooks: Webhooks | null;
 }
 
 export function createDaemon(deps: DaemonDeps): Daemon {
@@ -46,7 +50,35 @@ export function createDaemon(deps: DaemonDeps): Daemon {
   let server: Server | undefined;
   const metrics = createMetrics({ connections: () => server?.connections.size ?? 0, subscriptions: () => hub.size });
   const auth = createAuthenticator({ ...config, now });
-  const relay = createRelay({ db, hub, metrics, logger });
+  const stats = createStats({ pool, logger }, config.statsIntervalMs);
+  const relay = createRelay({ db, hub, metrics, logger, stats });
+  const webhooks = config.webhooks
+    ? createWebhooks(
+        { pool, logger, metrics, now },
+        {
+          secret: config.webhookSecret,
+          timeoutMs: config.webhookTimeoutMs,
+          perUrl: config.webhookConcurrency,
+          maxInFlight: config.webhookMaxInFlight,
+          sweepMs: config.webhookSweepMs,
+          userAgent: 'realtimed',
+        },
+      )
+    : null;
+
+  // Retention, when asked for: realtime.prune() until it has no full batch left.
+  let pruneTimer: NodeJS.Timeout | undefined;
+  const prune = async (): Promise<void> => {
+    const maxRows = 100_000;
+    let deleted = 0;
+    for (;;) {
+      const { rows } = await pool.query<{ n: string }>('select realtime.prune(null, $1) as n', [maxRows]);
+      const n = Number(rows[0]?.n ?? 0);
+      deleted += n;
+      if (n < maxRows) break;
+    }
+    if (deleted > 0) logger.info({ deleted }, 'pruned old messages');
+  };
 
   // A channel was added, changed or deleted: re-match what this instance serves.
   let rematchTimer: NodeJS.Timeout | undefined;
@@ -71,7 +103,15 @@ export function createDaemon(deps: DaemonDeps): Daemon {
 
   const listener = createListener(
     { url: config.listenUrl, logger, metrics },
-    { onMessage: (envelope) => relay.enqueue(envelope), onChannelsChanged: scheduleRematch, onConnected: scheduleRematch },
+    {
+      onMessage: (envelope) => relay.enqueue(envelope),
+      onChannelsChanged: scheduleRematch,
+      onWebhooksDue: () => webhooks?.wake(),
+      onConnected: () => {
+        scheduleRematch();
+        webhooks?.wake();
+      },
+    },
   );
   server = createServer({ config, db, auth, hub, metrics, logger, now, listener });
   const srv = server;
@@ -81,17 +121,30 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     server: srv,
     relay,
     listener,
+    stats,
+    webhooks,
     async start() {
       await listener.start();
+      stats.start();
+      webhooks?.start();
+      if (config.pruneIntervalMs > 0) {
+        pruneTimer = setInterval(() => {
+          prune().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'prune failed'));
+        }, config.pruneIntervalMs);
+        pruneTimer.unref();
+      }
       const address = await srv.listen();
       logger.info({ host: address.address, port: address.port, path: config.path }, 'realtimed listening');
       return address;
     },
     async stop() {
       clearTimeout(rematchTimer);
+      clearInterval(pruneTimer);
       await srv.close();
       await listener.stop();
       await relay.idle();
+      await webhooks?.stop();
+      await stats.stop();
       logger.info('realtimed stopped');
     },
   };

@@ -1,7 +1,7 @@
 /** Which sockets are subscribed to which channel name, on this instance. */
 export interface Subscriber {
-  /** Writes one prebuilt event frame (the same buffer for every subscriber). */
-  sendEvent(frame: Buffer): void;
+  /** Writes one prebuilt event frame (the same buffer for every subscriber); false if it could not. */
+  sendEvent(frame: Buffer): boolean;
 }
 
 export class Hub<S extends Subscriber = Subscriber> {

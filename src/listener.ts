@@ -11,6 +11,7 @@ import type { Metrics } from './metrics.js';
 
 export const MESSAGES_CHANNEL = 'realtime_messages';
 export const CHANNELS_CHANNEL = 'realtime_channels';
+export const WEBHOOKS_CHANNEL = 'realtime_webhooks';
 
 /** The notification envelope of realtime.messages_notify() (docs/sql.md). */
 export interface Envelope {
@@ -24,6 +25,8 @@ export interface Envelope {
 export interface ListenerHandlers {
   onMessage(envelope: Envelope): void;
   onChannelsChanged(): void;
+  /** New webhook deliveries were committed. */
+  onWebhooksDue?(): void;
   /** Called after every (re)connection, once LISTEN is in place. */
   onConnected?(): void;
 }
@@ -83,6 +86,8 @@ export function createListener(
         else metrics.notificationsDropped.inc({ reason: 'malformed' });
       } else if (n.channel === CHANNELS_CHANNEL) {
         handlers.onChannelsChanged();
+      } else if (n.channel === WEBHOOKS_CHANNEL) {
+        handlers.onWebhooksDue?.();
       }
     });
     s.events.on('reconnect', (attempt) => {
@@ -106,6 +111,7 @@ export function createListener(
       await s.connect();
       await s.listenTo(MESSAGES_CHANNEL);
       await s.listenTo(CHANNELS_CHANNEL);
+      await s.listenTo(WEBHOOKS_CHANNEL);
     } catch (err) {
       await s.close().catch(() => {});
       throw err;
@@ -117,7 +123,7 @@ export function createListener(
     subscriber = s;
     up = true;
     markFirstUp();
-    logger.info({ channels: [MESSAGES_CHANNEL, CHANNELS_CHANNEL] }, 'LISTEN connection up');
+    logger.info({ channels: [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL] }, 'LISTEN connection up');
     handlers.onConnected?.();
   };
 

@@ -12,6 +12,8 @@ export interface Metrics {
   listenReconnects: Counter;
   authFailures: Counter<'code'>;
   notificationsDropped: Counter<'reason'>;
+  webhookAttempts: Counter<'result'>;
+  webhookSeconds: Histogram;
 }
 
 export function createMetrics(sources: { connections: () => number; subscriptions: () => number }): Metrics {
@@ -71,6 +73,18 @@ export function createMetrics(sources: { connections: () => number; subscription
       name: 'realtimed_notifications_dropped_total',
       help: 'Notifications not relayed: malformed, unknown (no such message), mismatched (the row says otherwise) or repeated.',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    webhookAttempts: new Counter({
+      name: 'realtimed_webhook_attempts_total',
+      help: 'Webhook POSTs by result: 2xx, 3xx, 4xx, 5xx, or error (network, timeout).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    webhookSeconds: new Histogram({
+      name: 'realtimed_webhook_seconds',
+      help: 'Duration of webhook POSTs.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
   };

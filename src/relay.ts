@@ -10,6 +10,7 @@ import type { Db } from './db.js';
 import type { Hub } from './hub.js';
 import type { Envelope } from './listener.js';
 import type { Metrics } from './metrics.js';
+import type { Stats } from './stats.js';
 
 const BATCH = 500;
 
@@ -42,8 +43,8 @@ export interface Relay {
   idle(): Promise<void>;
 }
 
-export function createRelay(deps: { db: Db; hub: Hub; metrics: Metrics; logger: Logger }): Relay {
-  const { db, hub, metrics, logger } = deps;
+export function createRelay(deps: { db: Db; hub: Hub; metrics: Metrics; logger: Logger; stats: Stats }): Relay {
+  const { db, hub, metrics, logger, stats } = deps;
   const pending: Envelope[] = [];
   const recent = new RecentIds(16_384);
   let draining: Promise<void> | null = null;
@@ -73,9 +74,11 @@ export function createRelay(deps: { db: Db; hub: Hub; metrics: Metrics; logger: 
       const subscribers = hub.subscribers(row.channel);
       if (!subscribers || subscribers.size === 0) continue;
       const frame = Buffer.from(row.frame);
-      for (const subscriber of subscribers) subscriber.sendEvent(frame);
+      let written = 0;
+      for (const subscriber of subscribers) if (subscriber.sendEvent(frame)) written++;
+      stats.add(row.id, written);
       metrics.messagesRelayed.inc();
-      metrics.framesSent.inc(subscribers.size);
+      metrics.framesSent.inc(written);
       metrics.fanoutSeconds.observe(Number(process.hrtime.bigint() - envelope.receivedAt) / 1e9);
     }
     if (wanted.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, wanted.size);

@@ -39,6 +39,8 @@ export async function startDaemon(
     allowedOrigins: [],
     perMessageDeflate: false,
     logLevel: 'silent',
+    webhooks: true,
+    webhookSecret: undefined,
     ...overrides,
   };
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: options.poolSize ?? 4 });
