@@ -5,13 +5,13 @@ select plan(27);
 
 select has_function('realtime', 'authorize_subscribe', array['text', 'jsonb', 'text'], 'authorize_subscribe exists');
 select has_function('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send exists');
-select has_function('realtime', 'event_frames', array['uuid[]'], 'event_frames exists');
+select has_function('realtime', 'event_frames', array['uuid[]', 'pg_snapshot'], 'event_frames exists');
 select isnt_definer('realtime', 'authorize_subscribe', array['text', 'jsonb', 'text'], 'authorize_subscribe runs as the daemon, then as the client');
 select isnt_definer('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send runs as the daemon, then as the client');
 select function_privs_are('realtime', 'authorize_subscribe', array['text', 'jsonb', 'text'], 'service_role', array['EXECUTE'], 'service_role (the daemon) may authorize');
 select function_privs_are('realtime', 'authorize_subscribe', array['text', 'jsonb', 'text'], 'authenticated', array[]::text[], 'clients may not');
 select function_privs_are('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'authenticated', array[]::text[], 'clients may not call send');
-select function_privs_are('realtime', 'event_frames', array['uuid[]'], 'anon', array[]::text[], 'clients may not read frames');
+select function_privs_are('realtime', 'event_frames', array['uuid[]', 'pg_snapshot'], 'anon', array[]::text[], 'clients may not read frames');
 select sequence_privs_are('realtime', 'messages_seq_seq', 'service_role', array['SELECT'], 'the daemon reads currval of seq');
 select has_trigger('realtime', 'channels', 'channels_notify', 'channels has the change hint trigger');
 

@@ -31,7 +31,7 @@ select col_type_is('realtime', 'messages', 'created_at', 'timestamp with time zo
 
 select indexes_are('realtime', 'messages', array[
   'messages_pkey', 'messages_seq_key', 'messages_channel_name_seq_idx', 'messages_channel_id_idx',
-  'messages_created_at_idx', 'messages_dedupe_key_idx']);
+  'messages_created_at_idx', 'messages_dedupe_key_idx', 'messages_xact_id_idx']);
 select index_is_unique('realtime', 'messages', 'messages_dedupe_key_idx', 'the dedupe key is unique per channel and sender');
 select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
   'messages_enqueue_webhooks', 'messages_before_update']);

@@ -16,7 +16,8 @@ select functions_are('realtime', array[
   'publish', 'impersonate', 'can_subscribe', 'can_publish',
   'authorize_subscribe', 'send', 'event_frames', 'channels_notify',
   'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
-  'record_webhook_attempts', 'add_ws_audience', 'prune']);
+  'record_webhook_attempts', 'add_ws_audience', 'prune',
+  'event_frame', 'replay_frames', 'stream_info', 'committed_between']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -47,7 +48,7 @@ select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'realtime'::regnamespace and p.prosecdef
     and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish', 'claim_webhook_deliveries',
-                          'record_webhook_attempts', 'add_ws_audience', 'prune')
+                          'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info')
 $$, 'only the documented functions are SECURITY DEFINER');
 select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text']);
 select is_definer('realtime', 'match_channel', array['text']);
@@ -83,8 +84,8 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks')$$, 'schema_versions records each migration');
-select is(realtime.version(), 3, 'realtime.version() is the highest migration');
+                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay')$$, 'schema_versions records each migration');
+select is(realtime.version(), 4, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 
