@@ -131,6 +131,8 @@ function buildProgram(io: CliIo): Command {
     .addOption(new Option('--webhook-max-in-flight <n>', 'webhook requests in flight in all').env('REALTIMED_WEBHOOK_MAX_IN_FLIGHT').default(START_DEFAULTS.webhookMaxInFlight).argParser(integer(1, 10_000)))
     .addOption(new Option('--webhook-sweep-interval <ms>', 'how often to look for retries that fell due').env('REALTIMED_WEBHOOK_SWEEP_INTERVAL').default(START_DEFAULTS.webhookSweepMs).argParser(integer(50, 3_600_000)))
     .addOption(new Option('--stats-interval <ms>', 'how often delivery statistics are written').env('REALTIMED_STATS_INTERVAL').default(START_DEFAULTS.statsIntervalMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--max-replay <n>', 'events a subscribe with since may replay before REPLAY_UNAVAILABLE').env('REALTIMED_MAX_REPLAY').default(START_DEFAULTS.maxReplay).argParser(integer(0, 1_000_000)))
+    .addOption(new Option('--recovery-interval <ms>', 'how often to look for committed messages never notified').env('REALTIMED_RECOVERY_INTERVAL').default(START_DEFAULTS.recoveryIntervalMs).argParser(integer(50, 3_600_000)))
     .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)))
     .action(async (opts: Record<string, unknown>) => {
       const databaseUrl = opts['databaseUrl'] as string | undefined;
@@ -165,6 +167,8 @@ function buildProgram(io: CliIo): Command {
         webhookSweepMs: opts['webhookSweepInterval'] as number,
         statsIntervalMs: opts['statsInterval'] as number,
         pruneIntervalMs: opts['pruneInterval'] as number,
+        maxReplay: opts['maxReplay'] as number,
+        recoveryIntervalMs: opts['recoveryInterval'] as number,
       });
       const logger = pino({ level: config.logLevel, base: { service: 'realtimed' } });
       const pool = new pg.Pool({

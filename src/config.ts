@@ -80,6 +80,10 @@ export interface StartConfig {
   statsIntervalMs: number;
   /** How often to run realtime.prune(); 0 is off. */
   pruneIntervalMs: number;
+  /** Events a `since` subscribe may replay before REPLAY_UNAVAILABLE. */
+  maxReplay: number;
+  /** How often the relay checks for committed messages it was never notified of. */
+  recoveryIntervalMs: number;
 }
 
 export const START_DEFAULTS = {
@@ -101,6 +105,8 @@ export const START_DEFAULTS = {
   webhookSweepMs: 1000,
   statsIntervalMs: 1000,
   pruneIntervalMs: 0,
+  maxReplay: 1000,
+  recoveryIntervalMs: 1000,
 } as const;
 
 const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;

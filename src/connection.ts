@@ -26,6 +26,8 @@ export interface ConnectionDeps {
 
 /** Longest a timer may be (setTimeout's limit); later expiries are checked again then. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long ids sent by a replay are remembered against late notifications. */
+const REPLAY_DEDUPE_MS = 30_000;
 /** Frames waiting behind the one being handled before the socket is told to slow down. */
 const MAX_QUEUED_FRAMES = 256;
 
@@ -58,6 +60,10 @@ export class Connection implements Subscriber {
   /** Channel name → the channel id it matched when authorized. */
   readonly channels = new Map<string, string>();
   alive = true;
+  /** Live events held back while a `since` subscribe sends its replay. */
+  private readonly replaying = new Map<string, { id: string; frame: Buffer }[]>();
+  /** Ids a replay sent: their notifications may still be on the way, and must not send them twice. */
+  private readonly replayed = new Map<string, { ids: Set<string>; until: number }>();
   private identity: Identity | null = null;
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
@@ -119,8 +125,18 @@ export class Connection implements Subscriber {
   }
 
   /** Writes one event frame; closes the socket with 4008 if it cannot keep up. */
-  sendEvent(frame: Buffer): boolean {
+  sendEvent(frame: Buffer, channel: string, id: string): boolean {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return false;
+    const held = this.replaying.get(channel);
+    if (held) {
+      held.push({ id, frame });
+      return true;
+    }
+    const replayed = this.replayed.get(channel);
+    if (replayed) {
+      if (replayed.until < this.deps.now()) this.replayed.delete(channel);
+      else if (replayed.ids.has(id)) return true;
+    }
     this.ws.send(frame, { binary: false });
     if (this.ws.bufferedAmount > this.deps.config.maxBufferedBytes) {
       this.deps.metrics.slowConsumerCloses.inc();
@@ -239,7 +255,7 @@ export class Connection implements Subscriber {
           this.send(serverFrame({ type: 'unsubscribed', channel: frame.channel, ref }));
           return;
         case 'subscribe':
-          await this.subscribe(frame.channel, ref);
+          await this.subscribe(frame.channel, ref, frame.since, frame.epoch);
           return;
         case 'publish':
           await this.publish(frame);
@@ -266,10 +282,11 @@ export class Connection implements Subscriber {
     this.send(serverFrame({ type: 'authed', ref }));
   }
 
-  private async subscribe(channel: string, ref: string | undefined): Promise<void> {
+  private async subscribe(channel: string, ref: string | undefined, since?: number, epoch?: string): Promise<void> {
     if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
     if (this.channels.has(channel)) {
-      this.send(serverFrame({ type: 'subscribed', channel, ref }));
+      const info = await this.deps.db.streamInfo();
+      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq }));
       return;
     }
     if (this.channels.size >= this.deps.config.maxSubscriptions) {
@@ -278,9 +295,55 @@ export class Connection implements Subscriber {
     const id = await this.check(channel);
     if (this.closed) return;
     if (id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+    // Live events from here on are held back until the replay (if any) is out:
+    // no gap and no duplicate at the seam.
+    const held: { id: string; frame: Buffer }[] = [];
+    this.replaying.set(channel, held);
     this.channels.set(channel, id);
     this.deps.hub.add(channel, this);
-    this.send(serverFrame({ type: 'subscribed', channel, ref }));
+    try {
+      const info = await this.deps.db.streamInfo();
+      let replay: { id: string; frame: string }[] = [];
+      let unavailable: string | null = null;
+      if (since !== undefined) {
+        if (epoch !== undefined && epoch !== info.epoch) {
+          unavailable = 'the message stream was reset (another epoch): resync';
+        } else if (since > info.maxSeq) {
+          unavailable = 'that seq is ahead of this stream: resync';
+        } else if (since < info.prunedThroughSeq) {
+          unavailable = 'messages after that seq were pruned: resync';
+        } else {
+          const max = this.deps.config.maxReplay;
+          replay = await this.deps.db.replayFrames(channel, since, max + 1);
+          if (replay.length > max) {
+            replay = [];
+            unavailable = `more than ${max} messages to replay: resync`;
+          }
+        }
+      }
+      if (this.closed) return;
+      if (unavailable !== null) {
+        this.send(errorFrame('REPLAY_UNAVAILABLE', unavailable, { ref, channel, epoch: info.epoch }));
+      }
+      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq }));
+      const replayed = new Set<string>();
+      for (const row of replay) {
+        replayed.add(row.id);
+        this.ws.send(row.frame);
+      }
+      for (const event of held) if (!replayed.has(event.id)) this.ws.send(event.frame, { binary: false });
+      if (replayed.size > 0) {
+        // Notifications of replayed messages can arrive after the seam; the relay's
+        // recovery pass settles within a few periods, so this window is enough.
+        this.replayed.set(channel, { ids: replayed, until: this.deps.now() + REPLAY_DEDUPE_MS });
+      }
+    } catch (err) {
+      this.channels.delete(channel);
+      this.deps.hub.remove(channel, this);
+      throw err;
+    } finally {
+      this.replaying.delete(channel);
+    }
   }
 
   private async publish(frame: Extract<ClientFrame, { type: 'publish' }>): Promise<void> {

@@ -51,7 +51,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
   const metrics = createMetrics({ connections: () => server?.connections.size ?? 0, subscriptions: () => hub.size });
   const auth = createAuthenticator({ ...config, now });
   const stats = createStats({ pool, logger }, config.statsIntervalMs);
-  const relay = createRelay({ db, hub, metrics, logger, stats });
+  const relay = createRelay({ db, hub, metrics, logger, stats }, { recoveryIntervalMs: config.recoveryIntervalMs });
   const webhooks = config.webhooks
     ? createWebhooks(
         { pool, logger, metrics, now },
@@ -107,7 +107,9 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       onMessage: (envelope) => relay.enqueue(envelope),
       onChannelsChanged: scheduleRematch,
       onWebhooksDue: () => webhooks?.wake(),
+      onDisconnected: () => relay.pause(),
       onConnected: () => {
+        relay.resync();
         scheduleRematch();
         webhooks?.wake();
       },
@@ -124,6 +126,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     stats,
     webhooks,
     async start() {
+      await relay.start();
       await listener.start();
       stats.start();
       webhooks?.start();
@@ -142,7 +145,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       clearInterval(pruneTimer);
       await srv.close();
       await listener.stop();
-      await relay.idle();
+      await relay.stop();
       await webhooks?.stop();
       await stats.stop();
       logger.info('realtimed stopped');

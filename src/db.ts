@@ -26,7 +26,12 @@ export interface Db {
   /** The matched channel id when the identity may subscribe, else null. */
   authorizeSubscribe(identity: Identity, channel: string): Promise<string | null>;
   send(identity: Identity, message: { channel: string; event: string; payload: unknown; dedupeKey?: string }): Promise<Sent>;
-  eventFrames(ids: string[]): Promise<EventFrame[]>;
+  /** Frames of the given messages, skipping those already behind `after` (a pg_snapshot). */
+  eventFrames(ids: string[], after?: string | null): Promise<EventFrame[]>;
+  replayFrames(channel: string, since: number, maxCount: number): Promise<EventFrame[]>;
+  streamInfo(): Promise<{ epoch: string; maxSeq: number; prunedThroughSeq: number }>;
+  snapshot(): Promise<string>;
+  committedBetween(low: string, high: string): Promise<{ id: string; seq: string; channel: string }[]>;
   /** The channel id each name matches now (null when none or disabled). */
   matchChannels(names: string[]): Promise<Map<string, string | null>>;
   ping(): Promise<void>;
@@ -59,13 +64,41 @@ export function createDb(pool: pg.Pool): Db {
       if (!row) throw new Error('realtime.send returned no row');
       return { id: row.id, seq: Number(row.seq), duplicate: row.duplicate };
     },
-    async eventFrames(ids) {
+    async eventFrames(ids, after = null) {
       const { rows } = await pool.query<{ id: string; seq: string; channel_name: string; frame: string }>({
         name: 'realtimed_event_frames',
-        text: 'select id, seq, channel_name, frame from realtime.event_frames($1::uuid[])',
-        values: [ids],
+        text: 'select id, seq, channel_name, frame from realtime.event_frames($1::uuid[], $2::pg_snapshot)',
+        values: [ids, after],
       });
       return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name, frame: r.frame }));
+    },
+    async replayFrames(channel, since, maxCount) {
+      const { rows } = await pool.query<{ id: string; seq: string; frame: string }>({
+        name: 'realtimed_replay_frames',
+        text: 'select id, seq, frame from realtime.replay_frames($1, $2, $3)',
+        values: [channel, since, maxCount],
+      });
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel, frame: r.frame }));
+    },
+    async streamInfo() {
+      const { rows } = await pool.query<{ epoch: string; max_seq: string; pruned_through_seq: string }>(
+        'select epoch, max_seq, pruned_through_seq from realtime.stream_info()',
+      );
+      const row = rows[0];
+      if (!row) throw new Error('realtime.stream_info returned no row');
+      return { epoch: row.epoch, maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) };
+    },
+    async snapshot() {
+      const { rows } = await pool.query<{ s: string }>('select pg_current_snapshot()::text as s');
+      return rows[0]?.s ?? '';
+    },
+    async committedBetween(low, high) {
+      const { rows } = await pool.query<{ id: string; seq: string; channel_name: string }>({
+        name: 'realtimed_committed_between',
+        text: 'select id, seq, channel_name from realtime.committed_between($1::pg_snapshot, $2::pg_snapshot)',
+        values: [low, high],
+      });
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name }));
     },
     async matchChannels(names) {
       const { rows } = await pool.query<{ name: string; id: string | null }>({

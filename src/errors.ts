@@ -103,6 +103,7 @@ export type WireErrorCode =
   | 'RATE_LIMITED'
   | 'LIMIT_EXCEEDED'
   | 'TOKEN_EXPIRED'
+  | 'REPLAY_UNAVAILABLE'
   | 'INTERNAL_ERROR';
 
 /** WebSocket close codes the server uses. */

@@ -1,7 +1,11 @@
 /** Which sockets are subscribed to which channel name, on this instance. */
 export interface Subscriber {
-  /** Writes one prebuilt event frame (the same buffer for every subscriber); false if it could not. */
-  sendEvent(frame: Buffer): boolean;
+  /**
+   * Writes one prebuilt event frame (the same buffer for every subscriber);
+   * false if it could not. `channel` and `id` let a subscription that is
+   * replaying hold live events back until its replay is sent.
+   */
+  sendEvent(frame: Buffer, channel: string, id: string): boolean;
 }
 
 export class Hub<S extends Subscriber = Subscriber> {

@@ -29,6 +29,8 @@ export interface ListenerHandlers {
   onWebhooksDue?(): void;
   /** Called after every (re)connection, once LISTEN is in place. */
   onConnected?(): void;
+  /** The LISTEN connection was lost (reconnecting now). */
+  onDisconnected?(): void;
 }
 
 export interface Listener {
@@ -95,6 +97,7 @@ export function createListener(
         up = false;
         metrics.listenReconnects.inc();
         logger.warn('LISTEN connection lost; reconnecting');
+        handlers.onDisconnected?.();
       }
     });
     s.events.on('connected', () => {

@@ -6,6 +6,7 @@ export interface Metrics {
   connections: Gauge;
   subscriptions: Gauge;
   messagesRelayed: Counter;
+  messagesRecovered: Counter;
   framesSent: Counter;
   fanoutSeconds: Histogram;
   slowConsumerCloses: Counter;
@@ -40,6 +41,11 @@ export function createMetrics(sources: { connections: () => number; subscription
     messagesRelayed: new Counter({
       name: 'realtimed_messages_relayed_total',
       help: 'Committed messages written to at least one socket.',
+      registers: [registry],
+    }),
+    messagesRecovered: new Counter({
+      name: 'realtimed_messages_recovered_total',
+      help: 'Committed messages relayed without their notification (found by a recovery pass after a lost LISTEN connection or read).',
       registers: [registry],
     }),
     framesSent: new Counter({

@@ -6,7 +6,7 @@
 import { WireError, type WireErrorCode } from './errors.js';
 
 export type ClientFrame =
-  | { type: 'subscribe'; channel: string; ref?: string }
+  | { type: 'subscribe'; channel: string; since?: number; epoch?: string; ref?: string }
   | { type: 'unsubscribe'; channel: string; ref?: string }
   | {
       type: 'publish';
@@ -54,8 +54,23 @@ export function parseClientFrame(text: string): ClientFrame {
   const ref = rawRef;
   const withRef = <T extends object>(frame: T): T & { ref?: string } => (ref === undefined ? frame : { ...frame, ref });
   switch (value['type']) {
-    case 'subscribe':
-      return withRef({ type: 'subscribe', channel: name(value, 'channel', ref) });
+    case 'subscribe': {
+      const channel = name(value, 'channel', ref);
+      const since = value['since'];
+      const epoch = value['epoch'];
+      if (since !== undefined && (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0)) {
+        throw invalid('"since" must be a seq: a whole number from 0', ref);
+      }
+      if (epoch !== undefined && (typeof epoch !== 'string' || epoch.length === 0 || epoch.length > 64)) {
+        throw invalid('"epoch" must be the string a "subscribed" frame carried', ref);
+      }
+      return withRef({
+        type: 'subscribe',
+        channel,
+        ...(since === undefined ? {} : { since }),
+        ...(epoch === undefined ? {} : { epoch }),
+      });
+    }
     case 'unsubscribe':
       return withRef({ type: 'unsubscribe', channel: name(value, 'channel', ref) });
     case 'publish': {

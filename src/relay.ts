@@ -1,12 +1,24 @@
 /**
- * From notification to sockets. A notification is a hint: the message is
- * read from realtime.messages (as its prebuilt frame) and relayed only if the
- * row agrees with the hint. Batches are fetched one at a time, so frames go
- * out in the order the notifications arrived (commit order).
+ * From committed message to sockets, losing nothing and sending nothing twice.
+ *
+ * - A notification is a hint: the message is read from realtime.messages (as
+ *   its prebuilt frame) and relayed only if the row agrees with the hint.
+ * - Jobs run one at a time, so frames go out in the order notifications arrive
+ *   (commit order).
+ * - A watermark snapshot W marks what has been handled: every message whose
+ *   transaction is visible in W was relayed (or had no subscriber here).
+ *   Every `recoveryIntervalMs` the relay takes a snapshot and asks which
+ *   messages committed between W and the previous snapshot were never notified
+ *   (a lost LISTEN connection, a failed read): those are relayed late, in seq
+ *   order, and W moves on. Snapshots, not seqs: a lower seq can commit after a
+ *   higher one. After LISTEN reconnects, the same happens at once.
+ * - Messages behind W are never relayed again (realtime.event_frames skips
+ *   them), and ids relayed since are remembered, so a repeated or forged
+ *   notification changes nothing.
  */
 import type { Logger } from 'pino';
 
-import type { Db } from './db.js';
+import type { Db, EventFrame } from './db.js';
 import type { Hub } from './hub.js';
 import type { Envelope } from './listener.js';
 import type { Metrics } from './metrics.js';
@@ -14,55 +26,75 @@ import type { Stats } from './stats.js';
 
 const BATCH = 500;
 
-/** The ids of recently relayed messages, so a repeated notification is not relayed twice. */
-class RecentIds {
-  private readonly set = new Set<string>();
-  private readonly ring: (string | undefined)[];
-  private next = 0;
-
-  constructor(capacity: number) {
-    this.ring = new Array<string | undefined>(capacity);
-  }
-
-  has(id: string): boolean {
-    return this.set.has(id);
-  }
-
-  add(id: string): void {
-    const old = this.ring[this.next];
-    if (old !== undefined) this.set.delete(old);
-    this.ring[this.next] = id;
-    this.set.add(id);
-    this.next = (this.next + 1) % this.ring.length;
-  }
-}
-
 export interface Relay {
+  /** Takes the first watermark; call once LISTEN is up, before relaying. */
+  start(): Promise<void>;
   enqueue(envelope: Envelope): void;
-  /** Resolves when everything enqueued so far was relayed (for shutdown and tests). */
+  /** LISTEN was lost: hold notifications until the gap is relayed (resync). */
+  pause(): void;
+  /** LISTEN came back: relay what committed while it was away, then what was held. */
+  resync(): void;
+  /** Resolves when every job queued so far is done (for shutdown and tests). */
   idle(): Promise<void>;
+  stop(): Promise<void>;
 }
 
-export function createRelay(deps: { db: Db; hub: Hub; metrics: Metrics; logger: Logger; stats: Stats }): Relay {
-  const { db, hub, metrics, logger, stats } = deps;
-  const pending: Envelope[] = [];
-  const recent = new RecentIds(16_384);
-  let draining: Promise<void> | null = null;
+type Job = { kind: 'notified'; envelopes: Envelope[] } | { kind: 'sweep' } | { kind: 'resync' };
 
-  const deliver = async (batch: Envelope[]): Promise<void> => {
+export function createRelay(
+  deps: { db: Db; hub: Hub; metrics: Metrics; logger: Logger; stats: Stats },
+  options: { recoveryIntervalMs: number },
+): Relay {
+  const { db, hub, metrics, logger, stats } = deps;
+  const jobs: Job[] = [];
+  /** Ids handled since they were committed; kept a few recovery periods. */
+  const seen = new Map<string, number>();
+  const keepSeenMs = Math.max(10_000, options.recoveryIntervalMs * 5);
+  let watermark: string | null = null;
+  let previous: string | null = null;
+  let running: Promise<void> | null = null;
+  /** While LISTEN is being re-established: notifications wait here, behind the gap. */
+  let held: Envelope[] | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+
+  const send = (frames: EventFrame[], receivedAt: bigint | null): void => {
+    for (const row of frames) {
+      seen.set(row.id, Date.now());
+      const subscribers = hub.subscribers(row.channel);
+      if (!subscribers || subscribers.size === 0) continue;
+      const frame = Buffer.from(row.frame);
+      let written = 0;
+      for (const subscriber of subscribers) if (subscriber.sendEvent(frame, row.channel, row.id)) written++;
+      stats.add(row.id, written);
+      metrics.messagesRelayed.inc();
+      metrics.framesSent.inc(written);
+      if (receivedAt !== null) metrics.fanoutSeconds.observe(Number(process.hrtime.bigint() - receivedAt) / 1e9);
+    }
+  };
+
+  const notified = async (batch: Envelope[]): Promise<void> => {
     const wanted = new Map<string, Envelope>();
     for (const envelope of batch) {
-      if (recent.has(envelope.id) || wanted.has(envelope.id)) metrics.notificationsDropped.inc({ reason: 'repeated' });
-      else wanted.set(envelope.id, envelope);
+      if (seen.has(envelope.id) || wanted.has(envelope.id)) {
+        metrics.notificationsDropped.inc({ reason: 'repeated' });
+      } else if (!hub.has(envelope.channel)) {
+        // Nobody here listens to that channel: nothing to read.
+        seen.set(envelope.id, Date.now());
+      } else {
+        wanted.set(envelope.id, envelope);
+      }
     }
     if (wanted.size === 0) return;
-    let frames;
+    let frames: EventFrame[];
     try {
-      frames = await db.eventFrames([...wanted.keys()]);
+      frames = await db.eventFrames([...wanted.keys()], watermark);
     } catch (err) {
+      // Not marked seen: the next recovery pass relays them.
       logger.error({ err: (err as Error).message, messages: wanted.size }, 'could not read messages to relay');
       return;
     }
+    const checked: EventFrame[] = [];
     for (const row of frames) {
       const envelope = wanted.get(row.id);
       wanted.delete(row.id);
@@ -70,34 +102,114 @@ export function createRelay(deps: { db: Db; hub: Hub; metrics: Metrics; logger: 
         metrics.notificationsDropped.inc({ reason: 'mismatched' });
         continue;
       }
-      recent.add(row.id);
-      const subscribers = hub.subscribers(row.channel);
-      if (!subscribers || subscribers.size === 0) continue;
-      const frame = Buffer.from(row.frame);
-      let written = 0;
-      for (const subscriber of subscribers) if (subscriber.sendEvent(frame)) written++;
-      stats.add(row.id, written);
-      metrics.messagesRelayed.inc();
-      metrics.framesSent.inc(written);
-      metrics.fanoutSeconds.observe(Number(process.hrtime.bigint() - envelope.receivedAt) / 1e9);
+      checked.push(row);
     }
+    send(checked, batch[0]?.receivedAt ?? null);
     if (wanted.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, wanted.size);
   };
 
-  const drain = async (): Promise<void> => {
-    while (pending.length > 0) await deliver(pending.splice(0, BATCH));
-    draining = null;
+  /** Relays the messages committed between two snapshots that were never relayed. */
+  const recover = async (low: string, high: string): Promise<void> => {
+    const committed = await db.committedBetween(low, high);
+    const missed = committed.filter((m) => !seen.has(m.id) && hub.has(m.channel)).map((m) => m.id);
+    if (missed.length === 0) return;
+    for (let i = 0; i < missed.length; i += BATCH) {
+      const frames = await db.eventFrames(missed.slice(i, i + BATCH));
+      send(frames, null);
+      metrics.messagesRecovered.inc(frames.length);
+    }
+    logger.warn({ messages: missed.length }, 'relayed messages that were committed without a notification reaching this daemon');
+  };
+
+  const sweep = async (): Promise<void> => {
+    const now = await db.snapshot();
+    // Messages visible in `previous` committed at least one period ago: their
+    // notifications had time to arrive; any still unseen were lost.
+    if (watermark !== null && previous !== null) {
+      await recover(watermark, previous);
+      watermark = previous;
+    } else if (watermark === null) {
+      watermark = previous ?? now; // the database was away when the relay started
+    }
+    previous = now;
+    const cutoff = Date.now() - keepSeenMs;
+    for (const [id, at] of seen) {
+      if (at >= cutoff) break;
+      seen.delete(id);
+    }
+  };
+
+  const resync = async (): Promise<void> => {
+    const now = await db.snapshot();
+    if (watermark !== null) await recover(watermark, now);
+    watermark = now;
+    previous = now;
+    // The gap is out: the notifications of the new LISTEN session come after it.
+    const waiting = held ?? [];
+    held = null;
+    for (let i = 0; i < waiting.length; i += BATCH) jobs.push({ kind: 'notified', envelopes: waiting.slice(i, i + BATCH) });
+  };
+
+  const run = async (): Promise<void> => {
+    while (jobs.length > 0) {
+      const job = jobs.shift() as Job;
+      try {
+        if (job.kind === 'notified') await notified(job.envelopes);
+        else if (job.kind === 'sweep') await sweep();
+        else await resync();
+      } catch (err) {
+        // A recovery pass that failed (the database is away) is tried again later.
+        logger.warn({ err: (err as Error).message, job: job.kind }, 'relay job failed');
+        if (job.kind === 'resync' && !stopped) {
+          setTimeout(() => push({ kind: 'resync' }), 500).unref();
+        }
+      }
+    }
+    running = null;
+  };
+  const push = (job: Job): void => {
+    if (stopped) return;
+    const last = jobs[jobs.length - 1];
+    if (job.kind === 'notified' && last?.kind === 'notified' && last.envelopes.length < BATCH) {
+      last.envelopes.push(...job.envelopes);
+    } else if (job.kind !== 'notified' && jobs.some((j) => j.kind === job.kind)) {
+      return;
+    } else {
+      jobs.push(job);
+    }
+    running ??= run();
   };
 
   return {
+    async start() {
+      // Taken before LISTEN: nothing visible in it can be notified to us later.
+      try {
+        watermark = await db.snapshot();
+        previous = watermark;
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'could not take the first snapshot; the first recovery pass will');
+      }
+      timer = setInterval(() => push({ kind: 'sweep' }), options.recoveryIntervalMs);
+      timer.unref();
+    },
     enqueue(envelope) {
-      // Nobody here listens to that channel: nothing to read.
-      if (!hub.has(envelope.channel)) return;
-      pending.push(envelope);
-      draining ??= drain();
+      if (held) held.push(envelope);
+      else push({ kind: 'notified', envelopes: [envelope] });
+    },
+    pause() {
+      held ??= [];
+    },
+    resync() {
+      push({ kind: 'resync' });
     },
     async idle() {
-      while (draining) await draining;
+      while (running) await running;
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      while (running) await running;
     },
   };
+
 }

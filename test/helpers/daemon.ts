@@ -23,10 +23,11 @@ export async function startDaemon(
   t: Teardown,
   db: TestDatabase,
   overrides: Partial<StartConfig> = {},
-  options: { poolSize?: number; databaseUrl?: string } = {},
+  options: { poolSize?: number; databaseUrl?: string; existingRole?: string } = {},
 ): Promise<TestDaemon> {
-  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
-  const url = urlFor(db.name, undefined, role);
+  // A role on another server (an embedded one) is made by the test itself.
+  const role = options.existingRole ?? (await createLoginRole(t, ['anon', 'authenticated', 'service_role']));
+  const url = options.existingRole ? (options.databaseUrl ?? '') : urlFor(db.name, undefined, role);
   const config: StartConfig = {
     ...START_DEFAULTS,
     roles: [...START_DEFAULTS.roles],
