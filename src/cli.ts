@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
@@ -102,95 +103,47 @@ function buildProgram(io: CliIo): Command {
       io.out(script);
     });
 
-  program
-    .command('start')
-    .description('Run the WebSocket relay: RLS-checked subscribe and publish, committed messages to subscribers.')
-    .addOption(new Option('--database-url <url>', 'PostgreSQL URL for checks and publishes (may be a pooler)').env('DATABASE_URL'))
-    .addOption(new Option('--listen-url <url>', 'direct PostgreSQL URL for LISTEN (default: --database-url)').env('REALTIMED_LISTEN_URL'))
-    .addOption(new Option('--host <host>', 'address to listen on').env('REALTIMED_HOST').default(START_DEFAULTS.host))
-    .addOption(new Option('--port <port>', 'port to listen on').env('REALTIMED_PORT').default(START_DEFAULTS.port).argParser(integer(0, 65535)))
-    .addOption(new Option('--path <path>', 'WebSocket endpoint path').env('REALTIMED_PATH').default(START_DEFAULTS.path))
-    .addOption(new Option('--jwt-secret <secret>', 'HS256 secret that signs client tokens (32+ characters)').env('REALTIMED_JWT_SECRET'))
-    .addOption(new Option('--jwks-url <url>', 'JWKS URL for RS256/ES256 client tokens').env('REALTIMED_JWKS_URL'))
-    .addOption(new Option('--roles <list>', 'roles a token may carry, comma-separated').env('REALTIMED_ROLES').default(START_DEFAULTS.roles.join(',')))
-    .addOption(new Option('--no-anon', 'refuse connections without a token (they must send an auth frame)').env('REALTIMED_NO_ANON'))
-    .addOption(new Option('--allowed-origins <list>', 'browser origins allowed to connect, comma-separated (default: any)').env('REALTIMED_ALLOWED_ORIGINS'))
-    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('REALTIMED_LOG_LEVEL').default(START_DEFAULTS.logLevel))
-    .addOption(new Option('--max-frame-bytes <n>', 'largest client frame; bigger closes with 1009').env('REALTIMED_MAX_FRAME_BYTES').default(START_DEFAULTS.maxFrameBytes).argParser(integer(1024, 64 * 1024 * 1024)))
-    .addOption(new Option('--max-subscriptions <n>', 'subscriptions per connection').env('REALTIMED_MAX_SUBSCRIPTIONS').default(START_DEFAULTS.maxSubscriptions).argParser(integer(1, 100_000)))
-    .addOption(new Option('--publish-rate <n>', 'client publishes per second per connection').env('REALTIMED_PUBLISH_RATE').default(START_DEFAULTS.publishRate).argParser(integer(1, 1_000_000)))
-    .addOption(new Option('--ping-interval <ms>', 'WebSocket ping interval; a socket that misses one is dropped').env('REALTIMED_PING_INTERVAL').default(START_DEFAULTS.pingIntervalMs).argParser(integer(100, 3_600_000)))
-    .addOption(new Option('--max-buffered-bytes <n>', 'unsent bytes after which a slow socket is closed with 4008').env('REALTIMED_MAX_BUFFERED_BYTES').default(START_DEFAULTS.maxBufferedBytes).argParser(integer(1024, 2 ** 31 - 1)))
-    .addOption(new Option('--auth-timeout <ms>', 'with --no-anon: time to send an auth frame').env('REALTIMED_AUTH_TIMEOUT').default(START_DEFAULTS.authTimeoutMs).argParser(integer(100, 3_600_000)))
-    .addOption(new Option('--pool-size <n>', 'pooled database connections').env('REALTIMED_POOL_SIZE').default(START_DEFAULTS.poolSize).argParser(integer(1, 1000)))
-    .addOption(new Option('--permessage-deflate', 'compress frames (costs CPU and memory per socket)').env('REALTIMED_PERMESSAGE_DEFLATE').default(false))
-    .addOption(new Option('--no-webhooks', 'do not deliver webhooks from this instance').env('REALTIMED_NO_WEBHOOKS'))
-    .addOption(new Option('--webhook-secret <secret>', 'sign webhooks: X-Realtime-Signature (16+ characters)').env('REALTIMED_WEBHOOK_SECRET'))
-    .addOption(new Option('--webhook-timeout <ms>', 'give up on a webhook request after this long').env('REALTIMED_WEBHOOK_TIMEOUT').default(START_DEFAULTS.webhookTimeoutMs).argParser(integer(100, 600_000)))
-    .addOption(new Option('--webhook-concurrency <n>', 'requests in flight to one URL').env('REALTIMED_WEBHOOK_CONCURRENCY').default(START_DEFAULTS.webhookConcurrency).argParser(integer(1, 1000)))
-    .addOption(new Option('--webhook-max-in-flight <n>', 'webhook requests in flight in all').env('REALTIMED_WEBHOOK_MAX_IN_FLIGHT').default(START_DEFAULTS.webhookMaxInFlight).argParser(integer(1, 10_000)))
-    .addOption(new Option('--webhook-sweep-interval <ms>', 'how often to look for retries that fell due').env('REALTIMED_WEBHOOK_SWEEP_INTERVAL').default(START_DEFAULTS.webhookSweepMs).argParser(integer(50, 3_600_000)))
-    .addOption(new Option('--stats-interval <ms>', 'how often delivery statistics are written').env('REALTIMED_STATS_INTERVAL').default(START_DEFAULTS.statsIntervalMs).argParser(integer(50, 3_600_000)))
-    .addOption(new Option('--max-replay <n>', 'events a subscribe with since may replay before REPLAY_UNAVAILABLE').env('REALTIMED_MAX_REPLAY').default(START_DEFAULTS.maxReplay).argParser(integer(0, 1_000_000)))
-    .addOption(new Option('--recovery-interval <ms>', 'how often to look for committed messages never notified').env('REALTIMED_RECOVERY_INTERVAL').default(START_DEFAULTS.recoveryIntervalMs).argParser(integer(50, 3_600_000)))
-    .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)))
-    .action(async (opts: Record<string, unknown>) => {
-      const databaseUrl = opts['databaseUrl'] as string | undefined;
-      if (databaseUrl === undefined) {
-        throw new RealtimedError('RT_ERR_USAGE', 'no database: pass --database-url or set DATABASE_URL');
-      }
-      const config: StartConfig = checkStartConfig({
-        databaseUrl,
-        listenUrl: (opts['listenUrl'] as string | undefined) ?? databaseUrl,
-        host: opts['host'] as string,
-        port: opts['port'] as number,
-        path: opts['path'] as string,
+  addStartOptions(
+    program
+      .command('start')
+      .description('Run the WebSocket relay: RLS-checked subscribe and publish, committed messages to subscribers.')
+      .addOption(new Option('--database-url <url>', 'PostgreSQL URL for checks and publishes (may be a pooler)').env('DATABASE_URL')),
+    { inspector: false, logLevel: START_DEFAULTS.logLevel },
+  ).action(async (opts: Record<string, unknown>) => {
+    const databaseUrl = opts['databaseUrl'] as string | undefined;
+    if (databaseUrl === undefined) {
+      throw new RealtimedError('RT_ERR_USAGE', 'no database: pass --database-url or set DATABASE_URL');
+    }
+    const config = startConfigFrom(opts, { databaseUrl, jwtSecret: opts['jwtSecret'] as string | undefined });
+    await serve(config, io);
+  });
+
+  addStartOptions(
+    program
+      .command('dev')
+      .description(
+        'Try realtimed with nothing installed: an embedded PostgreSQL in ./.realtimed (unless DATABASE_URL is set), the migrations, demo channels, the relay and the inspector page.',
+      )
+      .addOption(new Option('--database-url <url>', 'use this database instead of the embedded one').env('DATABASE_URL'))
+      .option('--dir <path>', 'where the embedded cluster and dev state live', '.realtimed')
+      .option('--fresh', 'delete the embedded cluster and dev state first, and start over')
+      .addOption(new Option('--demo', 'install the demo channels and their permissive policies (default: only on the embedded database)'))
+      .addOption(new Option('--no-demo', 'do not install the demo channels')),
+    { inspector: true, logLevel: 'warn' },
+  ).action(async (opts: Record<string, unknown>) => {
+    const { runDev } = await import('./dev.js');
+    await runDev(
+      {
+        dir: opts['dir'] as string,
+        fresh: opts['fresh'] === true,
+        databaseUrl: opts['databaseUrl'] as string | undefined,
+        demo: opts['demo'] as boolean | undefined,
         jwtSecret: opts['jwtSecret'] as string | undefined,
-        jwksUrl: opts['jwksUrl'] as string | undefined,
-        roles: list(opts['roles'] as string),
-        allowAnon: opts['anon'] !== false,
-        allowedOrigins: list((opts['allowedOrigins'] as string | undefined) ?? ''),
-        logLevel: opts['logLevel'] as string,
-        maxFrameBytes: opts['maxFrameBytes'] as number,
-        maxSubscriptions: opts['maxSubscriptions'] as number,
-        publishRate: opts['publishRate'] as number,
-        pingIntervalMs: opts['pingInterval'] as number,
-        maxBufferedBytes: opts['maxBufferedBytes'] as number,
-        authTimeoutMs: opts['authTimeout'] as number,
-        poolSize: opts['poolSize'] as number,
-        perMessageDeflate: opts['permessageDeflate'] === true,
-        webhooks: opts['webhooks'] !== false,
-        webhookSecret: opts['webhookSecret'] as string | undefined,
-        webhookTimeoutMs: opts['webhookTimeout'] as number,
-        webhookConcurrency: opts['webhookConcurrency'] as number,
-        webhookMaxInFlight: opts['webhookMaxInFlight'] as number,
-        webhookSweepMs: opts['webhookSweepInterval'] as number,
-        statsIntervalMs: opts['statsInterval'] as number,
-        pruneIntervalMs: opts['pruneInterval'] as number,
-        maxReplay: opts['maxReplay'] as number,
-        recoveryIntervalMs: opts['recoveryInterval'] as number,
-      });
-      const logger = pino({ level: config.logLevel, base: { service: 'realtimed' } });
-      const pool = new pg.Pool({
-        connectionString: config.databaseUrl,
-        max: config.poolSize,
-        application_name: 'realtimed',
-        connectionTimeoutMillis: 5000,
-      });
-      const daemon = createDaemon({ config, pool, logger });
-      const stopping = (io.stopSignal ?? defaultIo.stopSignal)?.();
-      await daemon.start();
-      const signal = await stopping;
-      logger.info({ signal }, 'stopping');
-      const deadline = setTimeout(() => {
-        logger.error('could not stop within 10 s; exiting');
-        process.exit(1);
-      }, STOP_DEADLINE_MS);
-      deadline.unref();
-      await daemon.stop();
-      await pool.end();
-      clearTimeout(deadline);
-    });
+        configFor: (databaseUrl, jwtSecret) => startConfigFrom(opts, { databaseUrl, jwtSecret }),
+      },
+      { out: io.out, serve: (config, onListening) => serve(config, io, onListening) },
+    );
+  });
 
   program
     .command('stats')
@@ -219,6 +172,108 @@ function buildProgram(io: CliIo): Command {
     });
 
   return program;
+}
+
+/** The options `start` and `dev` share, each also from an environment variable. */
+function addStartOptions(command: Command, defaults: { inspector: boolean; logLevel: string }): Command {
+  return command
+    .addOption(new Option('--listen-url <url>', 'direct PostgreSQL URL for LISTEN (default: --database-url)').env('REALTIMED_LISTEN_URL'))
+    .addOption(new Option('--host <host>', 'address to listen on').env('REALTIMED_HOST').default(START_DEFAULTS.host))
+    .addOption(new Option('--port <port>', 'port to listen on').env('REALTIMED_PORT').default(START_DEFAULTS.port).argParser(integer(0, 65535)))
+    .addOption(new Option('--path <path>', 'WebSocket endpoint path').env('REALTIMED_PATH').default(START_DEFAULTS.path))
+    .addOption(new Option('--jwt-secret <secret>', 'HS256 secret that signs client tokens (32+ characters)').env('REALTIMED_JWT_SECRET'))
+    .addOption(new Option('--jwks-url <url>', 'JWKS URL for RS256/ES256 client tokens').env('REALTIMED_JWKS_URL'))
+    .addOption(new Option('--roles <list>', 'roles a token may carry, comma-separated').env('REALTIMED_ROLES').default(START_DEFAULTS.roles.join(',')))
+    .addOption(new Option('--no-anon', 'refuse connections without a token (they must send an auth frame)').env('REALTIMED_NO_ANON'))
+    .addOption(new Option('--allowed-origins <list>', 'browser origins allowed to connect, comma-separated (default: any)').env('REALTIMED_ALLOWED_ORIGINS'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('REALTIMED_LOG_LEVEL').default(defaults.logLevel))
+    .addOption(
+      defaults.inspector
+        ? new Option('--no-inspector', 'do not serve the inspector page at /inspector').env('REALTIMED_NO_INSPECTOR')
+        : new Option('--inspector', 'serve the inspector page at /inspector (a development tool)').env('REALTIMED_INSPECTOR').default(false),
+    )
+    .addOption(new Option('--max-frame-bytes <n>', 'largest client frame; bigger closes with 1009').env('REALTIMED_MAX_FRAME_BYTES').default(START_DEFAULTS.maxFrameBytes).argParser(integer(1024, 64 * 1024 * 1024)))
+    .addOption(new Option('--max-subscriptions <n>', 'subscriptions per connection').env('REALTIMED_MAX_SUBSCRIPTIONS').default(START_DEFAULTS.maxSubscriptions).argParser(integer(1, 100_000)))
+    .addOption(new Option('--publish-rate <n>', 'client publishes per second per connection').env('REALTIMED_PUBLISH_RATE').default(START_DEFAULTS.publishRate).argParser(integer(1, 1_000_000)))
+    .addOption(new Option('--ping-interval <ms>', 'WebSocket ping interval; a socket that misses one is dropped').env('REALTIMED_PING_INTERVAL').default(START_DEFAULTS.pingIntervalMs).argParser(integer(100, 3_600_000)))
+    .addOption(new Option('--max-buffered-bytes <n>', 'unsent bytes after which a slow socket is closed with 4008').env('REALTIMED_MAX_BUFFERED_BYTES').default(START_DEFAULTS.maxBufferedBytes).argParser(integer(1024, 2 ** 31 - 1)))
+    .addOption(new Option('--auth-timeout <ms>', 'with --no-anon: time to send an auth frame').env('REALTIMED_AUTH_TIMEOUT').default(START_DEFAULTS.authTimeoutMs).argParser(integer(100, 3_600_000)))
+    .addOption(new Option('--pool-size <n>', 'pooled database connections').env('REALTIMED_POOL_SIZE').default(START_DEFAULTS.poolSize).argParser(integer(1, 1000)))
+    .addOption(new Option('--permessage-deflate', 'compress frames (costs CPU and memory per socket)').env('REALTIMED_PERMESSAGE_DEFLATE').default(false))
+    .addOption(new Option('--no-webhooks', 'do not deliver webhooks from this instance').env('REALTIMED_NO_WEBHOOKS'))
+    .addOption(new Option('--webhook-secret <secret>', 'sign webhooks: X-Realtime-Signature (16+ characters)').env('REALTIMED_WEBHOOK_SECRET'))
+    .addOption(new Option('--webhook-timeout <ms>', 'give up on a webhook request after this long').env('REALTIMED_WEBHOOK_TIMEOUT').default(START_DEFAULTS.webhookTimeoutMs).argParser(integer(100, 600_000)))
+    .addOption(new Option('--webhook-concurrency <n>', 'requests in flight to one URL').env('REALTIMED_WEBHOOK_CONCURRENCY').default(START_DEFAULTS.webhookConcurrency).argParser(integer(1, 1000)))
+    .addOption(new Option('--webhook-max-in-flight <n>', 'webhook requests in flight in all').env('REALTIMED_WEBHOOK_MAX_IN_FLIGHT').default(START_DEFAULTS.webhookMaxInFlight).argParser(integer(1, 10_000)))
+    .addOption(new Option('--webhook-sweep-interval <ms>', 'how often to look for retries that fell due').env('REALTIMED_WEBHOOK_SWEEP_INTERVAL').default(START_DEFAULTS.webhookSweepMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--stats-interval <ms>', 'how often delivery statistics are written').env('REALTIMED_STATS_INTERVAL').default(START_DEFAULTS.statsIntervalMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--max-replay <n>', 'events a subscribe with since may replay before REPLAY_UNAVAILABLE').env('REALTIMED_MAX_REPLAY').default(START_DEFAULTS.maxReplay).argParser(integer(0, 1_000_000)))
+    .addOption(new Option('--recovery-interval <ms>', 'how often to look for committed messages never notified').env('REALTIMED_RECOVERY_INTERVAL').default(START_DEFAULTS.recoveryIntervalMs).argParser(integer(50, 3_600_000)))
+    .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)));
+}
+
+/** A checked StartConfig from parsed options (shared by `start` and `dev`). */
+function startConfigFrom(opts: Record<string, unknown>, given: { databaseUrl: string; jwtSecret: string | undefined }): StartConfig {
+  return checkStartConfig({
+    databaseUrl: given.databaseUrl,
+    listenUrl: (opts['listenUrl'] as string | undefined) ?? given.databaseUrl,
+    host: opts['host'] as string,
+    port: opts['port'] as number,
+    path: opts['path'] as string,
+    jwtSecret: given.jwtSecret,
+    jwksUrl: opts['jwksUrl'] as string | undefined,
+    roles: list(opts['roles'] as string),
+    allowAnon: opts['anon'] !== false,
+    allowedOrigins: list((opts['allowedOrigins'] as string | undefined) ?? ''),
+    logLevel: opts['logLevel'] as string,
+    inspector: opts['inspector'] === true,
+    maxFrameBytes: opts['maxFrameBytes'] as number,
+    maxSubscriptions: opts['maxSubscriptions'] as number,
+    publishRate: opts['publishRate'] as number,
+    pingIntervalMs: opts['pingInterval'] as number,
+    maxBufferedBytes: opts['maxBufferedBytes'] as number,
+    authTimeoutMs: opts['authTimeout'] as number,
+    poolSize: opts['poolSize'] as number,
+    perMessageDeflate: opts['permessageDeflate'] === true,
+    webhooks: opts['webhooks'] !== false,
+    webhookSecret: opts['webhookSecret'] as string | undefined,
+    webhookTimeoutMs: opts['webhookTimeout'] as number,
+    webhookConcurrency: opts['webhookConcurrency'] as number,
+    webhookMaxInFlight: opts['webhookMaxInFlight'] as number,
+    webhookSweepMs: opts['webhookSweepInterval'] as number,
+    statsIntervalMs: opts['statsInterval'] as number,
+    pruneIntervalMs: opts['pruneInterval'] as number,
+    maxReplay: opts['maxReplay'] as number,
+    recoveryIntervalMs: opts['recoveryInterval'] as number,
+  });
+}
+
+/**
+ * Runs the daemon until SIGTERM/SIGINT, then stops it within 10 s.
+ * `onListening` runs once it accepts connections (dev prints its banner there).
+ */
+async function serve(config: StartConfig, io: CliIo, onListening?: (address: AddressInfo) => void): Promise<void> {
+  const logger = pino({ level: config.logLevel, base: { service: 'realtimed' } });
+  const pool = new pg.Pool({
+    connectionString: config.databaseUrl,
+    max: config.poolSize,
+    application_name: 'realtimed',
+    connectionTimeoutMillis: 5000,
+  });
+  const daemon = createDaemon({ config, pool, logger });
+  const stopping = (io.stopSignal ?? defaultIo.stopSignal)?.();
+  const address = await daemon.start();
+  onListening?.(address);
+  const signal = await stopping;
+  logger.info({ signal }, 'stopping');
+  const deadline = setTimeout(() => {
+    logger.error('could not stop within 10 s; exiting');
+    process.exit(1);
+  }, STOP_DEADLINE_MS);
+  deadline.unref();
+  await daemon.stop();
+  await pool.end();
+  clearTimeout(deadline);
 }
 
 /** A plain text table, columns padded to their widest cell. */

@@ -57,6 +57,8 @@ export interface StartConfig {
   /** Origins allowed to open a WebSocket; empty allows any. */
   allowedOrigins: string[];
   logLevel: string;
+  /** Serve the inspector page at /inspector (a development tool; off in `start`). */
+  inspector: boolean;
   maxFrameBytes: number;
   maxSubscriptions: number;
   /** Client publishes per second per connection (token bucket, burst the same). */
@@ -92,6 +94,7 @@ export const START_DEFAULTS = {
   path: '/',
   roles: ['anon', 'authenticated'],
   logLevel: 'info',
+  inspector: false,
   maxFrameBytes: 128 * 1024,
   maxSubscriptions: 100,
   publishRate: 20,

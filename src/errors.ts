@@ -16,7 +16,10 @@ export type CliErrorCode =
   | 'RT_ERR_FOREIGN_CHAIN'
   | 'RT_ERR_SCRIPT_INSTALLED'
   | 'RT_ERR_VERSION'
-  | 'RT_ERR_MIGRATION';
+  | 'RT_ERR_MIGRATION'
+  | 'RT_ERR_EMBEDDED'
+  | 'RT_ERR_BUSY'
+  | 'RT_ERR_DOCTOR';
 
 /** Shell exit code of each CLI error: 2 for what the operator can fix. */
 const EXIT_CODES: Record<CliErrorCode, number> = {
@@ -32,6 +35,9 @@ const EXIT_CODES: Record<CliErrorCode, number> = {
   RT_ERR_SCRIPT_INSTALLED: 2,
   RT_ERR_VERSION: 2,
   RT_ERR_MIGRATION: 2,
+  RT_ERR_EMBEDDED: 2,
+  RT_ERR_BUSY: 2,
+  RT_ERR_DOCTOR: 1,
 };
 
 export class RealtimedError extends Error {
