@@ -35,6 +35,23 @@ export interface Db {
   /** The channel id each name matches now (null when none or disabled). */
   matchChannels(names: string[]): Promise<Map<string, string | null>>;
   ping(): Promise<void>;
+  /** For the inspector: statistics of the channel rows the identity can see (its SELECT policies, no channel name set). */
+  visibleChannelStats(identity: Identity): Promise<ChannelStatsReply>;
+}
+
+/** What GET /inspector/stats answers. */
+export interface ChannelStatsReply {
+  channels: {
+    pattern: string;
+    enabled: boolean;
+    messagesLastHour: number;
+    messagesTotal: number;
+    avgWsAudience: number | null;
+    webhookSuccessRate: number | null;
+    lastMessageAt: string | null;
+  }[];
+  /** Messages per minute over those channels, the last 30 minutes, oldest first. */
+  perMinute: { minute: string; messages: number }[];
 }
 
 export function createDb(pool: pg.Pool): Db {
@@ -110,6 +127,58 @@ export function createDb(pool: pg.Pool): Db {
     },
     async ping() {
       await pool.query('select 1');
+    },
+    async visibleChannelStats(identity) {
+      const client = await pool.connect();
+      let ids: string[];
+      try {
+        // The client's own policies say which channel rows it sees; the role ends with the rollback.
+        await client.query('begin');
+        await client.query('select realtime.impersonate($1, $2)', [identity.role, JSON.stringify(identity.claims)]);
+        ids = (await client.query<{ id: string }>('select id from realtime.channels')).rows.map((r) => r.id);
+        await client.query('rollback');
+      } catch (err) {
+        await client.query('rollback').catch(() => {});
+        client.release();
+        throw err;
+      }
+      try {
+        const channels = await client.query<{
+          pattern: string; enabled: boolean; last_hour: string; total: string;
+          avg: string | null; rate: string | null; last: Date | null;
+        }>(
+          `select pattern, enabled, messages_last_hour as last_hour, messages_total as total,
+                  avg_ws_audience as avg, webhook_success_rate as rate, last_message_at as last
+           from realtime.channel_stats where channel_id = any($1::uuid[]) order by pattern`,
+          [ids],
+        );
+        const minutes = await client.query<{ minute: Date; messages: string }>(
+          `select g.minute, coalesce(c.n, 0) as messages
+           from pg_catalog.generate_series(date_trunc('minute', now()) - interval '29 minutes',
+                                           date_trunc('minute', now()), interval '1 minute') as g(minute)
+           left join (select date_trunc('minute', m.created_at) as minute, count(*) as n
+                      from realtime.messages m
+                      where m.created_at >= date_trunc('minute', now()) - interval '29 minutes'
+                        and m.channel_id = any($1::uuid[])
+                      group by 1) c using (minute)
+           order by g.minute`,
+          [ids],
+        );
+        return {
+          channels: channels.rows.map((r) => ({
+            pattern: r.pattern,
+            enabled: r.enabled,
+            messagesLastHour: Number(r.last_hour),
+            messagesTotal: Number(r.total),
+            avgWsAudience: r.avg === null ? null : Number(r.avg),
+            webhookSuccessRate: r.rate === null ? null : Number(r.rate),
+            lastMessageAt: r.last?.toISOString() ?? null,
+          })),
+          perMinute: minutes.rows.map((r) => ({ minute: r.minute.toISOString(), messages: Number(r.messages) })),
+        };
+      } finally {
+        client.release();
+      }
     },
   };
 }

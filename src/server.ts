@@ -12,6 +12,7 @@ import { WebSocketServer } from 'ws';
 
 import { CloseCode } from './errors.js';
 import { Connection, type ConnectionDeps } from './connection.js';
+import { createInspector } from './inspectorHttp.js';
 import type { Listener } from './listener.js';
 
 export interface ServerDeps extends ConnectionDeps {
@@ -65,10 +66,14 @@ export function createServer(deps: ServerDeps): Server {
     });
   };
 
+  const inspector = config.inspector ? createInspector(deps) : null;
+
   const http = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/health') {
       void health(res);
+    } else if (inspector && req.method === 'GET' && path !== undefined && path.startsWith('/inspector')) {
+      void inspector(req, res, path);
     } else if (req.method === 'GET' && path === '/metrics') {
       metrics.registry.metrics().then(
         (text) => {
