@@ -163,8 +163,12 @@ t.test('receiver down, daemon killed, receiver up, daemon restarted: delivered o
 
   const first = await spawnDaemon(t, url);
   const { rows } = await db.pool.query<{ id: string }>(`select realtime.publish('orders', 'created', '{"n": 1}') as id`);
-  await until('a failed attempt', async () => {
-    const r = await db.pool.query(`select 1 from realtime.webhook_deliveries where state = 'pending' and attempts >= 2`);
+  // Two failed attempts, then park the retry (only while it is pending, not
+  // claimed: a claim mid-attempt would hold its lease, --webhook-timeout + 30 s,
+  // which pgtap/webhooks.sql covers) so the kill lands between attempts.
+  await until('two failed attempts', async () => {
+    const r = await db.pool.query(`update realtime.webhook_deliveries set next_attempt_at = now() + interval '1 hour'
+      where state = 'pending' and attempts >= 2 returning 1`);
     return r.rowCount ? true : undefined;
   });
   first.kill('SIGKILL');
@@ -172,6 +176,7 @@ t.test('receiver down, daemon killed, receiver up, daemon restarted: delivered o
 
   await receiver.listen(port);
   t.teardown(() => receiver.close());
+  await db.pool.query(`update realtime.webhook_deliveries set next_attempt_at = now()`);
   await spawnDaemon(t, url);
   await receiver.waitFor(1, 10_000);
   await until('delivered', () => delivery(db, 'delivered'));
