@@ -11,10 +11,10 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 
 const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const INSTALL = 'apt-get install postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl';
+export const INSTALL_PGTAP = 'apt-get install postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl';
 
-function urlFor(database) {
-  const url = new URL(SERVER_URL);
+function urlFor(database, server) {
+  const url = new URL(server);
   url.pathname = `/${database}`;
   return url;
 }
@@ -38,15 +38,19 @@ function hasCommand(command) {
   });
 }
 
-/** Runs pg_prove; resolves to { passed, failed, skipped, files }. */
-export async function runPgtap(files = defaultFiles(), { log = (s) => process.stdout.write(s) } = {}) {
-  const available = (await serverQuery(`select 1 from pg_available_extensions where name = 'pgtap'`)).rowCount > 0;
+/**
+ * Runs pg_prove against a new database on `server`; resolves to
+ * { passed, failed, skipped, files }. Without pgTAP it skips loudly, or fails
+ * under CI (which always installs it).
+ */
+export async function runPgtap(files = defaultFiles(), { log = (s) => process.stdout.write(s), server = SERVER_URL } = {}) {
+  const available = (await serverQuery(`select 1 from pg_available_extensions where name = 'pgtap'`, server)).rowCount > 0;
   const prove = await hasCommand('pg_prove');
   if (!available || !prove) {
     const what = [!available && 'the pgtap extension is not on the server', !prove && 'pg_prove is not installed']
       .filter(Boolean)
       .join(' and ');
-    const line = `pgtap: SKIPPED ${files.length} files: ${what}. Install it with: ${INSTALL}\n`;
+    const line = `pgtap: SKIPPED ${files.length} files: ${what}. Install it with: ${INSTALL_PGTAP}\n`;
     if (process.env.CI) throw new Error(line);
     log(`\n!!!!!!!!!!\n${line}!!!!!!!!!!\n\n`);
     return { passed: 0, failed: 0, skipped: files.length, files: files.length };
@@ -54,8 +58,8 @@ export async function runPgtap(files = defaultFiles(), { log = (s) => process.st
 
   const run = process.env.REALTIMED_TEST_RUN ?? `solo${process.pid}`;
   const name = `rt_test_${run}_pgtap_${randomBytes(4).toString('hex')}`;
-  const url = urlFor(name);
-  await serverQuery(`create database ${pg.escapeIdentifier(name)}`);
+  const url = urlFor(name, server);
+  await serverQuery(`create database ${pg.escapeIdentifier(name)}`, server);
   try {
     const { migrate } = await import('../dist/migrate.js');
     await migrate({ databaseUrl: url.toString() });
@@ -90,7 +94,7 @@ export async function runPgtap(files = defaultFiles(), { log = (s) => process.st
     if (output.code !== 0 && failed === 0) failed = 1; // a file that died or planned wrong
     return { passed, failed, skipped: 0, files: files.length };
   } finally {
-    await serverQuery(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
+    await serverQuery(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`, server);
   }
 }
 

@@ -31,6 +31,10 @@ export interface EmbeddedOptions {
   password: string;
   /** TCP port on 127.0.0.1; 0 picks a free one. */
   port?: number;
+  /** How logins are checked (set at initdb): passwords, or trust for a throwaway test cluster. */
+  auth?: 'scram-sha-256' | 'trust';
+  /** Server settings for this start (-c name=value). */
+  settings?: Record<string, string>;
 }
 
 export interface EmbeddedServer {
@@ -139,7 +143,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
       await new Promise<void>((resolveInit, reject) => {
         const child = spawn(
           bin.initdb,
-          ['--pgdata', dataDir, '--username', 'postgres', '--pwfile', pwfile, '--auth', 'scram-sha-256', '--encoding', 'UTF8', '--no-locale', '--no-instructions'],
+          ['--pgdata', dataDir, '--username', 'postgres', '--pwfile', pwfile, '--auth', options.auth ?? 'scram-sha-256', '--encoding', 'UTF8', '--no-locale', '--no-instructions'],
           { ...ids, stdio: ['ignore', 'ignore', 'pipe'], cwd: dataDir },
         );
         let err = '';
@@ -158,6 +162,13 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
   }
 
   const port = options.port || (await freePort());
+  const settings = Object.entries(options.settings ?? {})
+    .map(([name, value]) => {
+      // pg_ctl hands -o to a shell: single quotes keep $ and : literal.
+      if (!/^[a-z_.]+$/.test(name) || value.includes("'")) throw new Error(`unsupported setting ${name}`);
+      return ` -c ${name}='${value}'`;
+    })
+    .join('');
   const started = await pgCtl(bin, ids, [
     'start',
     '-D',
@@ -168,7 +179,7 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     '-l',
     join(dataDir, 'postgres.log'),
     '-o',
-    `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`,
+    `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''${settings}`,
   ]);
   if (started.code !== 0) {
     const log = await readFile(join(dataDir, 'postgres.log'), 'utf8').catch(() => '');
@@ -176,7 +187,8 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     throw new RealtimedError('RT_ERR_EMBEDDED', `embedded PostgreSQL did not start: ${last || started.output.trim()}`);
   }
   const version = (await readFile(join(dataDir, 'PG_VERSION'), 'utf8')).trim();
-  const url = `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${port}/postgres`;
+  const password = options.auth === 'trust' ? '' : `:${encodeURIComponent(options.password)}`;
+  const url = `postgres://postgres${password}@127.0.0.1:${port}/postgres`;
   let stopped = false;
   return {
     url,
