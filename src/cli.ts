@@ -7,6 +7,7 @@ import { pino } from 'pino';
 
 import { START_DEFAULTS, checkStartConfig, parseDatabaseUrl, type StartConfig } from './config.js';
 import { createDaemon } from './daemon.js';
+import { doctor, formatFindings } from './doctor.js';
 import { RealtimedError, fromPgError } from './errors.js';
 import { migrate } from './migrate.js';
 import { buildScript, loadMigrations } from './sqlPackage.js';
@@ -144,6 +145,24 @@ function buildProgram(io: CliIo): Command {
       { out: io.out, serve: (config, onListening) => serve(config, io, onListening) },
     );
   });
+
+  program
+    .command('doctor')
+    .description('Check a database for what realtimed needs in production, in plain words; changes nothing. Exit 1 on a problem.')
+    .addOption(new Option('--database-url <url>', 'the database realtimed start will use').env('DATABASE_URL'))
+    .addOption(new Option('--listen-url <url>', 'the direct connection start --listen-url will use').env('REALTIMED_LISTEN_URL'))
+    .addOption(new Option('--roles <list>', 'roles client tokens carry (start --roles)').env('REALTIMED_ROLES').default(START_DEFAULTS.roles.join(',')))
+    .action(async (opts: { databaseUrl?: string; listenUrl?: string; roles: string }) => {
+      const { where, findings } = await doctor({
+        databaseUrl: opts.databaseUrl,
+        databaseUrlSource: '--database-url or DATABASE_URL',
+        listenUrl: opts.listenUrl,
+        roles: list(opts.roles),
+      });
+      io.out(formatFindings(where, findings));
+      const problems = findings.filter((f) => f.level === 'fail').length;
+      if (problems > 0) throw new RealtimedError('RT_ERR_DOCTOR', `${problems} problem${problems === 1 ? '' : 's'} found (FAIL lines above)`);
+    });
 
   program
     .command('stats')

@@ -56,7 +56,7 @@ t.test('GET /inspector/stats: what the token’s policies show, and nothing with
   t.equal((await fetch(`${off.httpUrl}/inspector/stats`)).status, 404, 'nor statistics');
 });
 
-t.test('in a real browser: subscribe, an event from SQL, publish to a second client', { skip: existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM}: apt-get install chromium` }, async (t) => {
+t.test('in a real browser: subscribe, an event from SQL, publish to a second client', { skip: existsSync(CHROMIUM) || process.env['CI'] ? false : `no chromium at ${CHROMIUM}: apt-get install chromium` }, async (t) => {
   const { chromium } = await import('playwright-core');
   const { db, httpUrl, wsUrl } = await demoDaemon(t);
   const token = await userToken(ALICE);
