@@ -1,7 +1,7 @@
 -- The realtime schema as a whole: what it holds, who may touch it, and the
 -- rules every object follows (comment, search_path, no PUBLIC grants, RLS on).
 begin;
-select plan(24);
+select plan(25);
 
 select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
@@ -42,7 +42,13 @@ select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'realtime'::regnamespace
     and not coalesce(p.proconfig @> array['search_path=""'], false)
-$$, 'every function runs with search_path = ''''');
+    and p.prosqlbody is null
+$$, 'every function runs with search_path = '''', or has a SQL-standard body (bound when created)');
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+  where p.pronamespace = 'realtime'::regnamespace and p.prosqlbody is not null
+    and (p.prosecdef or p.provolatile <> 'i' or p.prokind <> 'f')
+$$, 'SQL-standard bodies are kept to immutable validation helpers, never SECURITY DEFINER');
 
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
@@ -84,8 +90,8 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay')$$, 'schema_versions records each migration');
-select is(realtime.version(), 4, 'realtime.version() is the highest migration');
+                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'publish path')$$, 'schema_versions records each migration');
+select is(realtime.version(), 5, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

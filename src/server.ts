@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 import type { Logger } from 'pino';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 
 import { CloseCode } from './errors.js';
 import { Connection, type ConnectionDeps } from './connection.js';
@@ -108,20 +108,24 @@ export function createServer(deps: ServerDeps): Server {
       return;
     }
     const token = tokenFrom(req, url);
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const connection = new Connection(ws, deps, token);
-      connections.add(connection);
-      ws.on('message', (data, isBinary) => connection.onMessage(data, isBinary));
-      ws.on('pong', () => {
-        connection.alive = true;
-      });
-      ws.on('error', (err) => logger.debug({ err: err.message }, 'socket error'));
-      ws.on('close', () => {
-        connection.dispose();
-        connections.delete(connection);
-      });
-    });
+    wss.handleUpgrade(req, socket, head, (ws) => accept(ws, token));
   });
+
+  // Outside the upgrade handler, so a connection's listeners do not keep the
+  // upgrade request (headers, head buffer) alive for the life of the socket.
+  const accept = (ws: WebSocket, token: string | undefined): void => {
+    const connection = new Connection(ws, deps, token);
+    connections.add(connection);
+    ws.on('message', (data, isBinary) => connection.onMessage(data, isBinary));
+    ws.on('pong', () => {
+      connection.alive = true;
+    });
+    ws.on('error', (err) => logger.debug({ err: err.message }, 'socket error'));
+    ws.on('close', () => {
+      connection.dispose();
+      connections.delete(connection);
+    });
+  };
 
   // Protocol-level pings find dead peers; a socket that missed one is dropped.
   const pinger = setInterval(() => {
