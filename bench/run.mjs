@@ -29,7 +29,9 @@ const { values: args } = parseArgs({
     seconds: { type: 'string' },
     smoke: { type: 'boolean', default: false },
     docs: { type: 'boolean', default: true },
-    'sync-commit': { type: 'string' },
+    systems: { type: 'string' },
+    runs: { type: 'string' },
+    'daemon-args': { type: 'string' },
   },
   allowNegative: true,
 });
@@ -39,6 +41,7 @@ const FULL = {
   fanout: [{ sockets: 1000, rate: 50 }, { sockets: 5000, rate: 20 }],
   spread: { sockets: 5000, channels: 1000, rate: 1000 },
   storm: { sockets: 5000 },
+  subscribes: { sockets: 200, each: 25 },
   idle: { sockets: 10000 },
   publish: { sockets: 100, seconds: 10 },
   webhooks: { messages: 5000 },
@@ -49,6 +52,7 @@ const SMOKE = {
   fanout: [{ sockets: 20, rate: 20 }],
   spread: { sockets: 40, channels: 10, rate: 50 },
   storm: { sockets: 50 },
+  subscribes: { sockets: 10, each: 5 },
   idle: { sockets: 100 },
   publish: { sockets: 5, seconds: 1 },
   webhooks: { messages: 100 },
@@ -56,9 +60,12 @@ const SMOKE = {
 };
 const SIZE = args.smoke ? SMOKE : FULL;
 if (args.seconds) SIZE.seconds = Number(args.seconds);
-const SCENARIOS = ['path', 'fanout', 'spread', 'storm', 'idle', 'publish', 'webhooks'];
+// Medians of RUNS runs, the systems interleaved within each run (a shared 2-core machine is noisy).
+const RUNS = Number(args.runs ?? (args.smoke ? 1 : 3));
+const SCENARIOS = ['path', 'fanout', 'spread', 'storm', 'subscribes', 'idle', 'publish', 'webhooks'];
 const only = args.only ? args.only.split(',') : SCENARIOS;
-const SYSTEMS = ['limit', 'baseline', 'realtimed'];
+const SYSTEMS = args.systems ? args.systems.split(',') : ['limit', 'baseline', 'realtimed'];
+const DAEMON_ARGS = args['daemon-args'] ? args['daemon-args'].split(' ') : [];
 
 const SERVER = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const ID = randomBytes(3).toString('hex');
@@ -132,7 +139,7 @@ async function startServer(system, extraArgs = []) {
   } else {
     child = spawn(
       process.execPath,
-      ['bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000', ...extraArgs],
+      ['bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000', ...extraArgs, ...DAEMON_ARGS],
       { env: { ...process.env, DATABASE_URL: dbUrl(ROLE), REALTIMED_JWT_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
   }
@@ -169,7 +176,7 @@ async function tokenFor(index) {
 }
 
 /** Forks load clients and connects `plan` (channels per socket) over them. */
-async function startLoads(system, server, plan) {
+async function startLoads(system, server, plan, protocol = 'subscribe') {
   const processes = plan.length >= 2000 ? 4 : plan.length >= 200 ? 2 : 1;
   const loads = [];
   let connected = 0;
@@ -181,7 +188,7 @@ async function startLoads(system, server, plan) {
       await waitFor(child, 'ready');
       const url = system === 'realtimed' ? `${server.url}?token=${await tokenFor(p)}` : server.url;
       const mine = plan.filter((_, i) => i % processes === p);
-      const { connected: n } = await (child.send({ cmd: 'connect', url, plan: mine, protocol: 'subscribe', concurrency: 50 }), waitFor(child, 'connected'));
+      const { connected: n } = await (child.send({ cmd: 'connect', url, plan: mine, protocol, concurrency: 50 }), waitFor(child, 'connected'));
       connected += n;
     }),
   );
@@ -249,6 +256,20 @@ async function drain(loads, expected) {
   }
 }
 
+/** Medians of the runs' figures; losses, errors and closes are the worst run's. */
+function aggregate(list) {
+  const failedRun = list.find((r) => r.error);
+  if (failedRun) return failedRun;
+  const out = { ...list[list.length - 1] };
+  for (const key of Object.keys(out)) {
+    const values = list.map((r) => r[key]).filter((v) => typeof v === 'number');
+    if (values.length !== list.length) continue;
+    out[key] = ['lost', 'errors', 'closed', 'duplicated'].includes(key) ? Math.max(...values) : median(values);
+  }
+  if (list.length > 1) out.runs = list;
+  return out;
+}
+
 // ---------------------------------------------------------------- scenarios
 /** Fan-out and spread: sockets over channels, a publish rate, delivered frames/s and latency. */
 async function stream(system, { sockets, channels: channelCount = 1, rate }) {
@@ -297,6 +318,25 @@ async function storm(system, { sockets }) {
     const r = await loads.report();
     await loads.close();
     return { connected: loads.connected, subscribes: r.subscribeMs.length, seconds: round(loads.seconds, 2), perSecond: round(r.subscribeMs.length / loads.seconds), p50: round(median(r.subscribeMs), 1), p99: round(quantile(r.subscribeMs, 0.99), 1), lost: sockets - r.subscribeMs.length };
+  } finally {
+    await server.stop();
+  }
+}
+
+/** RLS checks on open sockets: each subscribes to `each` channels, one after another. */
+async function subscribes(system, { sockets, each }) {
+  const server = await startServer(system, ['--pool-size', '10']);
+  try {
+    const plan = Array.from({ length: sockets }, (_, i) => Array.from({ length: each }, (_, j) => `bench:o${i}-${j}`));
+    const loads = await startLoads(system, server, plan, 'none');
+    const cpu0 = cpuSeconds(server.pid);
+    const t0 = performance.now();
+    await Promise.all(loads.loads.map((c, p) => (c.send({ cmd: 'subscribe', plan: loads.plans[p] }), waitFor(c, 'subscribed'))));
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = ((cpuSeconds(server.pid) - cpu0) / seconds) * 100;
+    const r = await loads.report();
+    await loads.close();
+    return { subscribes: r.subscribeMs.length, seconds: round(seconds, 2), perSecond: round(r.subscribeMs.length / seconds), p50: round(median(r.subscribeMs), 1), p99: round(quantile(r.subscribeMs, 0.99), 1), cpu: round(cpu), lost: sockets * each - r.subscribeMs.length };
   } finally {
     await server.stop();
   }
@@ -490,25 +530,30 @@ try {
       scenario === 'fanout' ? SIZE.fanout.map((c) => ({ name: `fan-out ${c.sockets} sockets x ${c.rate} msg/s`, params: c }))
       : scenario === 'spread' ? [{ name: `spread ${SIZE.spread.sockets} sockets / ${SIZE.spread.channels} channels, ${SIZE.spread.rate} msg/s`, params: SIZE.spread }]
       : scenario === 'storm' ? [{ name: `subscribe storm ${SIZE.storm.sockets}`, params: SIZE.storm }]
+      : scenario === 'subscribes' ? [{ name: `subscribes on open sockets ${SIZE.subscribes.sockets} x ${SIZE.subscribes.each}`, params: SIZE.subscribes }]
       : scenario === 'idle' ? [{ name: `idle memory ${SIZE.idle.sockets} sockets`, params: SIZE.idle }]
       : scenario === 'publish' ? [{ name: `client publish ${SIZE.publish.sockets} sockets`, params: SIZE.publish }]
       : scenario === 'webhooks' ? [{ name: `webhooks ${SIZE.webhooks.messages} messages`, params: SIZE.webhooks }]
       : scenario === 'path' ? [true, false].map((sync) => ({ name: `publish path, synchronous_commit=${sync ? 'on' : 'off'}`, params: SIZE.path, sync }))
       : [];
     for (const c of cases) {
-      const row = { scenario, name: c.name, params: c.params, systems: {} };
-      for (const system of SYSTEMS) {
-        log(`${c.name}: ${system}`);
-        const fn = { fanout: stream, spread: stream, storm, idle, publish, webhooks, path }[scenario];
-        try {
-          row.systems[system] = await fn(system, c.params, c.sync);
-        } catch (err) {
-          failed = true;
-          row.systems[system] = { error: err.message };
-          log(`${c.name}: ${system} failed: ${err.message}`);
+      const row = { scenario, name: c.name, params: c.params, runs: RUNS, systems: {} };
+      const runs = Object.fromEntries(SYSTEMS.map((s) => [s, []]));
+      for (let run = 1; run <= RUNS; run++) {
+        for (const system of SYSTEMS) {
+          log(`${c.name}: ${system}${RUNS > 1 ? ` (run ${run}/${RUNS})` : ''}`);
+          const fn = { fanout: stream, spread: stream, storm, subscribes, idle, publish, webhooks, path }[scenario];
+          try {
+            runs[system].push(await fn(system, c.params, c.sync));
+          } catch (err) {
+            failed = true;
+            runs[system].push({ error: err.message });
+            log(`${c.name}: ${system} failed: ${err.message}`);
+          }
+          await sleep(1000);
         }
-        await sleep(1000);
       }
+      for (const system of SYSTEMS) row.systems[system] = aggregate(runs[system]);
       results.push(row);
     }
   }
@@ -536,8 +581,10 @@ const ratio = (a, b) => (a === null || b === null || b === 0 || a === undefined 
     const r = ratio(row.systems.realtimed?.perSecond, row.systems.limit?.perSecond);
     TARGETS.push({ target: `trigger publish path >= 0.9x INSERT+NOTIFY floor (${row.name.split(', ')[1]})`, figure: `${r}x`, holds: r !== null && r >= 0.9 });
   }
+  const sub = get('subscribes');
+  if (sub) TARGETS.push({ target: '>= 2,000 RLS-checked subscribes/s (open sockets)', figure: `${sub.systems.realtimed?.perSecond}/s`, holds: (sub.systems.realtimed?.perSecond ?? 0) >= 2000 });
   const st = get('storm');
-  if (st) TARGETS.push({ target: '>= 2,000 RLS-checked subscribes/s', figure: `${st.systems.realtimed?.perSecond}/s`, holds: (st.systems.realtimed?.perSecond ?? 0) >= 2000 });
+  if (st) TARGETS.push({ target: 'connect + RLS-checked subscribe storm, vs bare connects', figure: `${st.systems.realtimed?.perSecond}/s = ${ratio(st.systems.realtimed?.perSecond, st.systems.limit?.perSecond)}x`, holds: (st.systems.realtimed?.perSecond ?? 0) >= 2000 });
   const id = get('idle');
   if (id) TARGETS.push({ target: '<= 16 KiB RSS per idle socket', figure: `${id.systems.realtimed?.perSocketKiB} KiB`, holds: (id.systems.realtimed?.perSocketKiB ?? Infinity) <= 16 });
   const lost = results.flatMap((r) => Object.entries(r.systems).filter(([s, v]) => s === 'realtimed' && (v.lost > 0 || v.error)).map(() => r.name));
@@ -551,6 +598,8 @@ function figure(scenario, v) {
     case 'fanout':
     case 'spread':
       return `${v.framesPerSecond}/s delivered (${v.delivered}/${v.expected}), p50 ${v.p50} ms, p99 ${v.p99} ms, max ${v.max} ms, CPU ${v.cpu}%${v.closed ? `, ${v.closed} closed ${JSON.stringify(v.closeCodes)}` : ''}`;
+    case 'subscribes':
+      return `${v.perSecond} subscribes/s (${v.subscribes} in ${v.seconds} s), p50 ${v.p50} ms, p99 ${v.p99} ms, CPU ${v.cpu}%`;
     case 'storm':
       return `${v.perSecond} subscribes/s (${v.subscribes} in ${v.seconds} s), p50 ${v.p50} ms, p99 ${v.p99} ms`;
     case 'idle':
@@ -571,7 +620,7 @@ const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.sl
 const lines = [];
 lines.push(`realtimed benchmarks, ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`);
 lines.push(`machine: ${machine}; load clients share the same cores`);
-lines.push(`command: ${command}${args.smoke ? ' (smoke sizes)' : ''}`);
+lines.push(`command: ${command}${args.smoke ? ' (smoke sizes)' : ''}; medians of ${RUNS} run${RUNS > 1 ? 's' : ''}, ${SIZE.seconds} s each where timed`);
 lines.push('');
 lines.push('| scenario | system | result |');
 lines.push('| --- | --- | --- |');
@@ -587,7 +636,7 @@ const json = { started: started.toISOString(), machine, command, smoke: args.smo
 await mkdir('bench/results', { recursive: true });
 await writeFile(`bench/results/${started.toISOString().replace(/[:.]/g, '-')}.json`, `${JSON.stringify(json, null, 2)}\n`);
 if (args.docs && !args.smoke) {
-  const doc = `# Benchmarks\n\nGenerated by \`${command}\` (bench/run.mjs); every figure of a scenario comes from the same run, so compare ratios, not absolute numbers.\nlimit = the machine's floor (INSERT + trigger NOTIFY to one listener; a bare \`ws\` server broadcasting a prebuilt frame), baseline = the naive relay in bench/baseline/, realtimed = \`realtimed start\` with RLS checks, statistics and seq.\n\n${table}\n`;
+  const doc = `# Benchmarks\n\nGenerated by \`${command}\` (bench/run.mjs); medians of ${RUNS} runs, the three systems interleaved within each run, so compare ratios, not absolute numbers.\nlimit = the machine's floor (INSERT + trigger NOTIFY to one listener; a bare \`ws\` server broadcasting a prebuilt frame), baseline = the naive relay in bench/baseline/, realtimed = \`realtimed start\` with RLS checks, statistics and seq.\n\n${table}\n`;
   await writeFile('docs/BENCHMARKS.md', doc);
 }
 process.stdout.write(`${failed ? 'some runs failed' : 'all runs completed'}; results in bench/results/\n`);

@@ -98,6 +98,19 @@ process.on('message', async (msg) => {
     });
     await Promise.all(workers);
     process.send?.({ connected: ok, seconds: (performance.now() - started) / 1000 });
+  } else if (msg.cmd === 'subscribe') {
+    // Sockets already open subscribe to their channels one after another: RLS checks/s.
+    const started = performance.now();
+    await Promise.all(
+      sockets.map(async (state, i) => {
+        for (const channel of msg.plan[i] ?? []) {
+          const t0 = performance.now();
+          const reply = await request(state, { type: 'subscribe', channel });
+          if (reply.includes('"subscribed"')) subscribeMs.push(performance.now() - t0);
+        }
+      }),
+    );
+    process.send?.({ subscribed: true, seconds: (performance.now() - started) / 1000 });
   } else if (msg.cmd === 'reset') {
     frames = 0;
     latencies.length = 0;
