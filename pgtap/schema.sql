@@ -17,7 +17,7 @@ select functions_are('realtime', array[
   'authorize_subscribe', 'send', 'event_frames', 'channels_notify',
   'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
   'record_webhook_attempts', 'add_ws_audience', 'prune',
-  'event_frame', 'replay_frames', 'stream_info', 'committed_between']);
+  'event_frame', 'replay_frames', 'stream_info', 'committed_between', 'authorize_subscribe_stream']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -90,7 +90,7 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'publish path')$$, 'schema_versions records each migration');
+                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths')$$, 'schema_versions records each migration');
 select is(realtime.version(), 5, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);

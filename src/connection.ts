@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 
 import type { Authenticator, Identity } from './auth.js';
 import type { StartConfig } from './config.js';
-import type { Db } from './db.js';
+import type { Db, StreamInfo } from './db.js';
 import { CloseCode, WireError, wireErrorFromPg, type WireErrorCode } from './errors.js';
 import type { Hub, Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
@@ -292,17 +292,20 @@ export class Connection implements Subscriber {
     if (this.channels.size >= this.deps.config.maxSubscriptions) {
       throw new WireError('LIMIT_EXCEEDED', `at most ${this.deps.config.maxSubscriptions} subscriptions per connection`);
     }
-    const id = await this.check(channel);
-    if (this.closed) return;
-    if (id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
-    // Live events from here on are held back until the replay (if any) is out:
-    // no gap and no duplicate at the seam.
+    // In the hub before the check, live events held back: the stream position
+    // the check reads comes after this point, so replay and live meet with no
+    // gap and no duplicate. Denied, the held events are dropped unseen.
     const held: { id: string; frame: Buffer }[] = [];
     this.replaying.set(channel, held);
-    this.channels.set(channel, id);
     this.deps.hub.add(channel, this);
     try {
-      const info = await this.deps.db.streamInfo();
+      const { id, stream: info } = await this.checkWithStream(channel);
+      if (this.closed) {
+        this.deps.hub.remove(channel, this);
+        return;
+      }
+      if (id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+      this.channels.set(channel, id);
       let replay: { id: string; frame: string }[] = [];
       let unavailable: string | null = null;
       if (since !== undefined) {
@@ -343,6 +346,19 @@ export class Connection implements Subscriber {
       throw err;
     } finally {
       this.replaying.delete(channel);
+    }
+  }
+
+  /** The subscribe check and the stream position, one round trip; errors as in check(). */
+  private async checkWithStream(channel: string): Promise<{ id: string | null; stream: StreamInfo }> {
+    if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
+    try {
+      return await this.deps.db.authorizeSubscribeStream(this.identity, channel);
+    } catch (err) {
+      const e = wireErrorFromPg(err);
+      if (e.code === 'INVALID_MESSAGE' || e.code === 'INTERNAL_ERROR') throw e;
+      this.deps.logger.debug({ err: (err as Error).message }, 'subscribe check failed: denied');
+      throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
     }
   }
 

@@ -7,6 +7,7 @@
 import type pg from 'pg';
 
 import type { Identity } from './auth.js';
+import type { ChannelStatsReply } from './inspectorStats.js';
 
 export interface EventFrame {
   id: string;
@@ -22,14 +23,22 @@ export interface Sent {
   duplicate: boolean;
 }
 
+export interface StreamInfo {
+  epoch: string;
+  maxSeq: number;
+  prunedThroughSeq: number;
+}
+
 export interface Db {
   /** The matched channel id when the identity may subscribe, else null. */
   authorizeSubscribe(identity: Identity, channel: string): Promise<string | null>;
+  /** authorizeSubscribe and streamInfo in one round trip (the stream position is read first). */
+  authorizeSubscribeStream(identity: Identity, channel: string): Promise<{ id: string | null; stream: StreamInfo }>;
   send(identity: Identity, message: { channel: string; event: string; payload: unknown; dedupeKey?: string }): Promise<Sent>;
   /** Frames of the given messages, skipping those already behind `after` (a pg_snapshot). */
   eventFrames(ids: string[], after?: string | null): Promise<EventFrame[]>;
   replayFrames(channel: string, since: number, maxCount: number): Promise<EventFrame[]>;
-  streamInfo(): Promise<{ epoch: string; maxSeq: number; prunedThroughSeq: number }>;
+  streamInfo(): Promise<StreamInfo>;
   snapshot(): Promise<string>;
   committedBetween(low: string, high: string): Promise<{ id: string; seq: string; channel: string }[]>;
   /** The channel id each name matches now (null when none or disabled). */
@@ -39,20 +48,6 @@ export interface Db {
   visibleChannelStats(identity: Identity): Promise<ChannelStatsReply>;
 }
 
-/** What GET /inspector/stats answers. */
-export interface ChannelStatsReply {
-  channels: {
-    pattern: string;
-    enabled: boolean;
-    messagesLastHour: number;
-    messagesTotal: number;
-    avgWsAudience: number | null;
-    webhookSuccessRate: number | null;
-    lastMessageAt: string | null;
-  }[];
-  /** Messages per minute over those channels, the last 30 minutes, oldest first. */
-  perMinute: { minute: string; messages: number }[];
-}
 
 export function createDb(pool: pg.Pool): Db {
   return {
@@ -63,6 +58,19 @@ export function createDb(pool: pg.Pool): Db {
         values: [identity.role, JSON.stringify(identity.claims), channel],
       });
       return rows[0]?.id ?? null;
+    },
+    async authorizeSubscribeStream(identity, channel) {
+      const { rows } = await pool.query<{ channel_id: string | null; epoch: string; max_seq: string; pruned_through_seq: string }>({
+        name: 'realtimed_authorize_subscribe_stream',
+        text: 'select channel_id, epoch, max_seq, pruned_through_seq from realtime.authorize_subscribe_stream($1, $2, $3)',
+        values: [identity.role, JSON.stringify(identity.claims), channel],
+      });
+      const row = rows[0];
+      if (!row) throw new Error('realtime.authorize_subscribe_stream returned no row');
+      return {
+        id: row.channel_id,
+        stream: { epoch: row.epoch, maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) },
+      };
     },
     async send(identity, message) {
       const { rows } = await pool.query<{ id: string; seq: string; duplicate: boolean }>({

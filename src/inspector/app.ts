@@ -5,22 +5,7 @@
  * the project's own client, like any application would.
  */
 import { createClient, RealtimeError, type EventMeta, type RealtimeClient } from '../client/index.js';
-
-interface ChannelStats {
-  pattern: string;
-  enabled: boolean;
-  messagesLastHour: number;
-  messagesTotal: number;
-  avgWsAudience: number | null;
-  webhookSuccessRate: number | null;
-  lastMessageAt: string | null;
-}
-
-interface StatsReply {
-  channels: ChannelStats[];
-  /** Messages per minute over the channels shown, oldest first. */
-  perMinute: { minute: string; messages: number }[];
-}
+import type { ChannelStatsReply as StatsReply } from '../inspectorStats.js';
 
 const MAX_EVENTS = 200;
 

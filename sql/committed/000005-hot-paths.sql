@@ -1,8 +1,8 @@
 --! Previous: sha1:b81851564c157c3ae801ceee779c4bb0457dbe1a
---! Hash: sha1:d4a55df1330777c084e55a1b9c2d9ac807921039
---! Message: publish path
+--! Hash: sha1:49e64e9a3cd0913a90989231057ab76b028b78dd
+--! Message: hot paths
 
--- realtimed 000005: the publish path, measured (bench/run.mjs, docs/BENCHMARKS.md).
+-- realtimed 000005: the hot paths, measured (bench/run.mjs, docs/BENCHMARKS.md).
 -- No behaviour changes.
 --
 -- 1. The validation functions become SQL-standard bodies (BEGIN ATOMIC)
@@ -13,6 +13,8 @@
 --    search_path cannot change what it calls: it needs no SET to be safe.
 -- 2. realtime.publish() without a dedupe key is a plain INSERT (no ON CONFLICT
 --    arbiter to check).
+-- 3. realtime.authorize_subscribe_stream(): the subscribe check and the stream
+--    position in one round trip (the daemon made two per subscribe).
 set local lock_timeout = '5s';
 
 create or replace function realtime.is_valid_channel_name(name text) returns boolean
@@ -128,5 +130,27 @@ $$;
 comment on function realtime.publish(text, text, jsonb, text) is
   'Publishes a system message (for triggers and server code) and returns its id. Never aborts the caller: a bad name, no enabled channel or a payload over the cap gives a WARNING, a row in realtime.dropped_messages and NULL. With dedupe_key, a repeat returns the first id and notifies nothing. anon/authenticated may call it only from a trigger.';
 
-insert into realtime.schema_versions (version, name) values (5, 'publish path')
+drop function if exists realtime.authorize_subscribe_stream(text, jsonb, text);
+create function realtime.authorize_subscribe_stream(role text, claims jsonb, channel text)
+returns table (channel_id uuid, epoch text, max_seq bigint, pruned_through_seq bigint)
+language plpgsql volatile set search_path = ''
+as $$
+declare
+  v_stream record;
+begin
+  -- The stream position first, as the daemon: authorize_subscribe acts as the
+  -- client until the (single-statement) transaction ends.
+  select s.epoch, s.max_seq, s.pruned_through_seq into v_stream from realtime.stream_info() s;
+  return query
+    select realtime.authorize_subscribe(authorize_subscribe_stream.role, authorize_subscribe_stream.claims,
+                                        authorize_subscribe_stream.channel),
+           v_stream.epoch, v_stream.max_seq, v_stream.pruned_through_seq;
+end
+$$;
+comment on function realtime.authorize_subscribe_stream(text, jsonb, text) is
+  'For the daemon, one round trip per subscribe: realtime.stream_info() (taken first, as the daemon), then authorize_subscribe(role, claims, channel) (NULL channel_id when denied). Call it as a single statement: the role ends with the transaction.';
+revoke execute on function realtime.authorize_subscribe_stream(text, jsonb, text) from public;
+grant execute on function realtime.authorize_subscribe_stream(text, jsonb, text) to service_role;
+
+insert into realtime.schema_versions (version, name) values (5, 'hot paths')
 on conflict (version) do nothing;
