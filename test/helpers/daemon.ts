@@ -82,3 +82,12 @@ export async function loadExamples(db: TestDatabase): Promise<void> {
     end $$;
     create trigger orders_publish after update on app.orders for each row execute function app.orders_publish();`);
 }
+
+/** app.ticks: each inserted row publishes a system message {n} to 'orders' from a trigger. */
+export async function createTicks(db: TestDatabase): Promise<void> {
+  await db.pool.query(`
+    create table app.ticks (n int primary key);
+    create function app.ticks_publish() returns trigger language plpgsql as $$
+    begin perform realtime.publish('orders', 'tick', jsonb_build_object('n', new.n)); return new; end $$;
+    create trigger ticks_publish after insert on app.ticks for each row execute function app.ticks_publish();`);
+}
