@@ -47,11 +47,18 @@ export function createRelay(
 ): Relay {
   const { db, hub, metrics, logger, stats } = deps;
   const jobs: Job[] = [];
-  /** Ids handled since they were committed; kept a few recovery periods. */
+  /**
+   * Ids handled, with when. An id stays until the watermark moves past it: a
+   * message read before a snapshot was taken committed before it, so the
+   * recovery passes (which look only beyond the watermark) can no longer return
+   * it. Never by age alone: after a long outage the watermark is old, and
+   * forgetting by age would relay the messages around it twice.
+   */
   const seen = new Map<string, number>();
-  const keepSeenMs = Math.max(10_000, options.recoveryIntervalMs * 5);
   let watermark: string | null = null;
   let previous: string | null = null;
+  /** Date.now() just before `previous` was taken. */
+  let previousAt = 0;
   let running: Promise<void> | null = null;
   /** While LISTEN is being re-established: notifications wait here, behind the gap. */
   let held: Envelope[] | null = null;
@@ -121,29 +128,38 @@ export function createRelay(
     logger.warn({ messages: missed.length }, 'relayed messages that were committed without a notification reaching this daemon');
   };
 
+  /** Forgets the ids handled before `at`, when the watermark snapshot was taken. */
+  const forgetBefore = (at: number): void => {
+    for (const [id, seenAt] of seen) {
+      if (seenAt >= at) break;
+      seen.delete(id);
+    }
+  };
+
   const sweep = async (): Promise<void> => {
+    const nowAt = Date.now();
     const now = await db.snapshot();
     // Messages visible in `previous` committed at least one period ago: their
     // notifications had time to arrive; any still unseen were lost.
     if (watermark !== null && previous !== null) {
       await recover(watermark, previous);
       watermark = previous;
+      forgetBefore(previousAt);
     } else if (watermark === null) {
       watermark = previous ?? now; // the database was away when the relay started
     }
     previous = now;
-    const cutoff = Date.now() - keepSeenMs;
-    for (const [id, at] of seen) {
-      if (at >= cutoff) break;
-      seen.delete(id);
-    }
+    previousAt = nowAt;
   };
 
   const resync = async (): Promise<void> => {
+    const nowAt = Date.now();
     const now = await db.snapshot();
     if (watermark !== null) await recover(watermark, now);
     watermark = now;
     previous = now;
+    previousAt = nowAt;
+    forgetBefore(nowAt);
     // The gap is out: the notifications of the new LISTEN session come after it.
     const waiting = held ?? [];
     held = null;
@@ -184,6 +200,7 @@ export function createRelay(
     async start() {
       // Taken before LISTEN: nothing visible in it can be notified to us later.
       try {
+        previousAt = Date.now();
         watermark = await db.snapshot();
         previous = watermark;
       } catch (err) {
