@@ -1,0 +1,94 @@
+/**
+ * 200 slow consumers among 2,000 healthy sockets: the slow ones (they stop
+ * reading) are closed with 4008 once their unsent bytes pass the limit, and
+ * the healthy ones keep their latency. The slow ones also follow 'bulk'
+ * (40 KB messages): the kernel buffers a few MB per socket before the
+ * daemon's own buffer grows, and 'orders' alone would not fill them. Healthy sockets live in a load process
+ * of the benchmarks (bench/lib/load.mjs); the slow ones in another process
+ * that pauses its sockets.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+import t from 'tap';
+
+import { createDatabase, createLoginRole, urlFor, type TestDatabase } from '../helpers/db.js';
+import { loadExamples } from '../helpers/daemon.js';
+import { metric, record, settle, spawnDaemon, until } from './helpers.js';
+
+const LOAD = fileURLToPath(new URL('../../bench/lib/load.mjs', import.meta.url));
+const SLOW = fileURLToPath(new URL('./slow-consumers.mjs', import.meta.url));
+
+function ask(child: ChildProcess, message: object, key: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const onMessage = (m: Record<string, unknown>): void => {
+      if (key in m) {
+        child.off('message', onMessage);
+        resolve(m);
+      }
+    };
+    child.on('message', onMessage);
+    child.send(message);
+  });
+}
+
+function quantile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+}
+
+/** 2,000 healthy sockets (+ `slow` stalled ones) on 'orders'; 10 s of 20 msg/s of 4 KB. Healthy p99 and what arrived. */
+async function round(t: Tap, db: TestDatabase, url: string, slow: number) {
+  const healthy = fork(LOAD, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  t.teardown(() => healthy.kill('SIGKILL'));
+  await new Promise((r) => healthy.once('message', r));
+  await ask(healthy, { cmd: 'connect', url, plan: Array.from({ length: 2000 }, () => ['orders']), protocol: 'subscribe', concurrency: 50 }, 'connected');
+  let stalled: ChildProcess | undefined;
+  if (slow > 0) {
+    stalled = fork(SLOW, [url, String(slow)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    t.teardown(() => stalled?.kill('SIGKILL'));
+    await new Promise((r) => stalled?.once('message', r));
+  }
+  await ask(healthy, { cmd: 'reset' }, 'reset');
+  const messages = 200;
+  const blob = 'x'.repeat(4096);
+  const bulk = 'y'.repeat(40_000);
+  for (let i = 0; i < messages; i++) {
+    await db.pool.query(
+      `select realtime.publish('orders', 'tick', jsonb_build_object('t', $1::bigint, 'blob', $2::text)),
+              realtime.publish('bulk', 'chunk', jsonb_build_object('blob', $3::text))`,
+      [Date.now(), blob, bulk],
+    );
+    await settle(50);
+  }
+  let report: { frames: number; latencies: number[] } = { frames: 0, latencies: [] };
+  await until('healthy sockets caught up', async () => {
+    report = (await ask(healthy, { cmd: 'report' }, 'report'))['report'] as typeof report;
+    return report.frames >= messages * 2000 || undefined;
+  }, 60_000).catch(() => {});
+  await ask(healthy, { cmd: 'close' }, 'closed');
+  stalled?.kill('SIGKILL');
+  return { delivered: report.frames, expected: messages * 2000, p99: quantile(report.latencies, 0.99), p50: quantile(report.latencies, 0.5) };
+}
+type Tap = { teardown(fn: () => unknown): void };
+
+t.test('200 slow consumers among 2,000 healthy: slow closed with 4008, healthy p99 within 20%', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  await db.pool.query(`insert into realtime.channels (pattern) values ('bulk');
+    create policy "bulk: everyone" on realtime.channels for select to anon using (pattern = 'bulk');`);
+  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
+  const daemon = await spawnDaemon(t, urlFor(db.name, undefined, role), { args: ['--max-buffered-bytes', String(256 * 1024)] });
+
+  const alone = await round(t, db, daemon.wsUrl, 0);
+  const mixed = await round(t, db, daemon.wsUrl, 200);
+  const closes = await metric(daemon.httpUrl, 'realtimed_slow_consumer_closes_total');
+  if (process.env['FAULTS_DEBUG']) console.error(daemon.output().split('\n').filter((l) => /slow|error|warn/i.test(l)).slice(0, 5), closes, await metric(daemon.httpUrl, 'realtimed_frames_sent_total'));
+  const bound = alone.p99 * 1.2 + 5; // 20%, plus 5 ms for the clock's millisecond steps
+  const ok =
+    t.equal(alone.delivered, alone.expected, 'without slow consumers: every frame delivered') &&
+    t.equal(mixed.delivered, mixed.expected, 'with them: every healthy frame delivered') &&
+    t.equal(closes, 200, 'the 200 slow sockets were closed with 4008') &&
+    t.ok(mixed.p99 <= bound, `healthy p99 ${mixed.p99} ms with slow consumers vs ${alone.p99} ms without (bound ${bound.toFixed(0)} ms)`);
+  record('200 slow consumers among 2,000 healthy (20 msg/s of 4 KB for 10 s; the slow ones also follow 40 KB messages at 20/s; --max-buffered-bytes 256 KiB)', `${closes} closed with 4008; healthy: all ${mixed.expected} frames, p50 ${mixed.p50} ms, p99 ${mixed.p99} ms vs ${alone.p99} ms without slow consumers (${(mixed.p99 / alone.p99).toFixed(2)}x)`, ok);
+});
