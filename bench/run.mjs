@@ -59,6 +59,8 @@ const SMOKE = {
   path: { seconds: 1, clients: 2 },
 };
 const SIZE = args.smoke ? SMOKE : FULL;
+/** Pauses that let a system settle: shorter at smoke sizes, where nothing is measured closely. */
+const PAUSE = args.smoke ? 0.2 : 1;
 if (args.seconds) SIZE.seconds = Number(args.seconds);
 // Medians of RUNS runs, the systems interleaved within each run (a shared 2-core machine is noisy).
 const RUNS = Number(args.runs ?? (args.smoke ? 1 : 3));
@@ -82,7 +84,8 @@ const dbUrl = (user) => {
   return u.toString();
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const log = (line) => process.stderr.write(`bench: ${line}\n`);
+const T0 = Date.now();
+const log = (line) => process.stderr.write(`bench: [${((Date.now() - T0) / 1000).toFixed(1)} s] ${line}\n`);
 
 async function q(url, sql, params) {
   const c = new pg.Client({ connectionString: url });
@@ -280,7 +283,7 @@ async function stream(system, { sockets, channels: channelCount = 1, rate }) {
   const plan = Array.from({ length: sockets }, (_, i) => [channels[i % channelCount]]);
   const loads = await startLoads(system, server, plan);
   try {
-    await sleep(500);
+    await sleep(500 * PAUSE);
     await loads.reset();
     const cpu0 = cpuSeconds(server.pid);
     const t0 = performance.now();
@@ -345,11 +348,11 @@ async function subscribes(system, { sockets, each }) {
 async function idle(system, { sockets }) {
   const server = await startServer(system);
   try {
-    await sleep(1000);
+    await sleep(1000 * PAUSE);
     const before = rssBytes(server.pid);
     const plan = Array.from({ length: sockets }, (_, i) => [`bench:i${i % 100}`]);
     const loads = await startLoads(system, server, plan);
-    await sleep(3000);
+    await sleep(3000 * PAUSE);
     const after = rssBytes(server.pid);
     await loads.close();
     return { connected: loads.connected, rssBeforeMiB: round(before / 2 ** 20, 1), rssAfterMiB: round(after / 2 ** 20, 1), perSocketKiB: round((after - before) / loads.connected / 1024, 2), lost: sockets - loads.connected };
@@ -550,7 +553,7 @@ try {
             runs[system].push({ error: err.message });
             log(`${c.name}: ${system} failed: ${err.message}`);
           }
-          await sleep(1000);
+          await sleep(1000 * PAUSE);
         }
       }
       for (const system of SYSTEMS) row.systems[system] = aggregate(runs[system]);
