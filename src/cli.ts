@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 
@@ -22,15 +23,17 @@ export interface CliIo {
   stopSignal?: () => Promise<string>;
 }
 
+const defaultStopSignal = (): Promise<string> =>
+  new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+
 const defaultIo: CliIo = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   env: process.env,
-  stopSignal: () =>
-    new Promise((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
-    }),
+  stopSignal: defaultStopSignal,
 };
 
 function integer(min: number, max: number) {
@@ -108,7 +111,13 @@ function buildProgram(io: CliIo): Command {
     program
       .command('start')
       .description('Run the WebSocket relay: RLS-checked subscribe and publish, committed messages to subscribers.')
-      .addOption(new Option('--database-url <url>', 'PostgreSQL URL for checks and publishes (may be a pooler)').env('DATABASE_URL')),
+      .addOption(new Option('--database-url <url>', 'PostgreSQL URL for checks and publishes (may be a pooler)').env('DATABASE_URL'))
+      .addOption(
+        new Option('--workers <n>', 'processes sharing the port, one per core (each with its own pool and LISTEN connection)')
+          .env('REALTIMED_WORKERS')
+          .default(1)
+          .argParser(integer(1, 256)),
+      ),
     { inspector: false, logLevel: START_DEFAULTS.logLevel },
   ).action(async (opts: Record<string, unknown>) => {
     const databaseUrl = opts['databaseUrl'] as string | undefined;
@@ -116,7 +125,20 @@ function buildProgram(io: CliIo): Command {
       throw new RealtimedError('RT_ERR_USAGE', 'no database: pass --database-url or set DATABASE_URL');
     }
     const config = startConfigFrom(opts, { databaseUrl, jwtSecret: opts['jwtSecret'] as string | undefined });
+    const workers = opts['workers'] as number;
+    if (workers > 1) {
+      if (cluster.isPrimary) {
+        const { superviseWorkers } = await import('./workers.js');
+        const log = pino({ level: config.logLevel, base: { service: 'realtimed', role: 'primary' } });
+        log.info({ workers }, 'starting workers');
+        const code = await superviseWorkers(workers, (line) => log.warn(line), io.stopSignal ?? defaultStopSignal).done;
+        if (code !== 0) throw new RealtimedError('RT_ERR_WORKERS', 'a worker did not stop cleanly');
+        return;
+      }
+    }
     await serve(config, io);
+    // A worker's channel to the primary would keep it alive.
+    if (cluster.isWorker) cluster.worker?.disconnect();
   });
 
   addStartOptions(
@@ -285,6 +307,12 @@ async function serve(config: StartConfig, io: CliIo, onListening?: (address: Add
   onListening?.(address);
   const signal = await stopping;
   logger.info({ signal }, 'stopping');
+  if (cluster.isWorker) {
+    // A terminal's Ctrl-C reaches the workers and the primary forwards it too:
+    // the second one must not cut this graceful stop short.
+    process.on('SIGINT', () => {});
+    process.on('SIGTERM', () => {});
+  }
   const deadline = setTimeout(() => {
     logger.error('could not stop within 10 s; exiting');
     process.exit(1);

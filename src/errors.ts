@@ -19,7 +19,8 @@ export type CliErrorCode =
   | 'RT_ERR_MIGRATION'
   | 'RT_ERR_EMBEDDED'
   | 'RT_ERR_BUSY'
-  | 'RT_ERR_DOCTOR';
+  | 'RT_ERR_DOCTOR'
+  | 'RT_ERR_WORKERS';
 
 /** Shell exit code of each CLI error: 2 for what the operator can fix. */
 const EXIT_CODES: Record<CliErrorCode, number> = {
@@ -38,6 +39,7 @@ const EXIT_CODES: Record<CliErrorCode, number> = {
   RT_ERR_EMBEDDED: 2,
   RT_ERR_BUSY: 2,
   RT_ERR_DOCTOR: 1,
+  RT_ERR_WORKERS: 1,
 };
 
 export class RealtimedError extends Error {
