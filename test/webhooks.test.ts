@@ -195,6 +195,13 @@ t.test('two daemons, 500 system messages, two URLs: every (message, url) exactly
   await db.pool.query(`select realtime.publish('orders', 'created', jsonb_build_object('n', i)) from generate_series(1, 500) i`);
   await a.waitFor(500, 30_000);
   await b.waitFor(500, 30_000);
+  // A receiver has the request before the daemon records the response, and
+  // on a loaded machine that write can trail by more than a moment: wait for
+  // the records, then a little longer for any duplicate to show.
+  await until('all recorded', async () => {
+    const r = await db.pool.query<{ n: number }>(`select count(*)::int as n from realtime.webhook_deliveries where state <> 'delivered'`);
+    return r.rows[0]?.n === 0 ? true : undefined;
+  }, 30_000);
   await settle(500);
   for (const [name, receiver] of [['first URL', a], ['second URL', b]] as const) {
     const ids = receiver.received.map((r) => r.headers['x-realtime-message-id']);
