@@ -4,7 +4,8 @@ select plan(45);
 
 select has_table('realtime', 'channels', 'realtime.channels exists');
 select columns_are('realtime', 'channels',
-  array['id', 'pattern', 'description', 'webhook_urls', 'enabled', 'created_at', 'updated_at']);
+  array['id', 'pattern', 'description', 'webhook_urls', 'enabled', 'created_at', 'updated_at',
+        'max_subscribers', 'max_message_bytes', 'publish_rate', 'metadata']);
 select col_is_pk('realtime', 'channels', 'id', 'channels.id: is pk');
 select col_type_is('realtime', 'channels', 'id', 'uuid', 'channels.id is uuid');
 select col_has_default('realtime', 'channels', 'id', 'channels.id: has default');

@@ -7,7 +7,7 @@ select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
 
 select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages',
-  'webhook_deliveries', 'webhook_attempts']);
+  'webhook_deliveries', 'webhook_attempts', 'instances', 'presence', 'notify_key', 'change_streams']);
 select views_are('realtime', array['channel_stats', 'webhook_failures']);
 select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
@@ -17,7 +17,10 @@ select functions_are('realtime', array[
   'authorize_subscribe', 'send', 'event_frames', 'channels_notify',
   'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
   'record_webhook_attempts', 'add_ws_audience', 'prune',
-  'event_frame', 'replay_frames', 'stream_info', 'committed_between', 'authorize_subscribe_stream']);
+  'event_frame', 'replay_frames', 'stream_info', 'committed_between', 'authorize_subscribe_stream',
+  'authorize_subscription', 'instance_heartbeat', 'instance_stop', 'presence_track', 'presence_untrack',
+  'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
+  'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -54,7 +57,8 @@ select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'realtime'::regnamespace and p.prosecdef
     and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish', 'claim_webhook_deliveries',
-                          'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info')
+                          'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info',
+                          'changes_trigger', 'enable_changes', 'disable_changes')
 $$, 'only the documented functions are SECURITY DEFINER');
 select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text']);
 select is_definer('realtime', 'match_channel', array['text']);
@@ -90,8 +94,9 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
-                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors')$$, 'schema_versions records each migration');
-select is(realtime.version(), 6, 'realtime.version() is the highest migration');
+                  $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
+                    (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams')$$, 'schema_versions records each migration');
+select is(realtime.version(), 9, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 
