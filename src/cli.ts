@@ -250,7 +250,17 @@ function addStartOptions(command: Command, defaults: { inspector: boolean; logLe
     .addOption(new Option('--stats-interval <ms>', 'how often delivery statistics are written').env('REALTIMED_STATS_INTERVAL').default(START_DEFAULTS.statsIntervalMs).argParser(integer(50, 3_600_000)))
     .addOption(new Option('--max-replay <n>', 'events a subscribe with since may replay before REPLAY_UNAVAILABLE').env('REALTIMED_MAX_REPLAY').default(START_DEFAULTS.maxReplay).argParser(integer(0, 1_000_000)))
     .addOption(new Option('--recovery-interval <ms>', 'how often to look for committed messages never notified').env('REALTIMED_RECOVERY_INTERVAL').default(START_DEFAULTS.recoveryIntervalMs).argParser(integer(50, 3_600_000)))
-    .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)));
+    .addOption(new Option('--prune-interval <ms>', 'run realtime.prune() this often; 0 is off').env('REALTIMED_PRUNE_INTERVAL').default(START_DEFAULTS.pruneIntervalMs).argParser(integer(0, 86_400_000)))
+    .addOption(new Option('--max-connections <n>', 'open sockets on this instance; 0 is no limit').env('REALTIMED_MAX_CONNECTIONS').default(START_DEFAULTS.maxConnections).argParser(integer(0, 10_000_000)))
+    .addOption(new Option('--max-connections-per-user <n>', 'open sockets per user (token role and sub); 0 is no limit').env('REALTIMED_MAX_CONNECTIONS_PER_USER').default(START_DEFAULTS.maxConnectionsPerUser).argParser(integer(0, 10_000_000)))
+    .addOption(new Option('--connect-rate <n>', 'new connections per second per client address (bursts of twice that); 0 is off').env('REALTIMED_CONNECT_RATE').default(START_DEFAULTS.connectRate).argParser(integer(0, 1_000_000)))
+    .addOption(new Option('--ephemeral-rate <n>', 'ephemeral messages per second per connection').env('REALTIMED_EPHEMERAL_RATE').default(START_DEFAULTS.ephemeralRate).argParser(integer(1, 1_000_000)))
+    .addOption(new Option('--max-presence-members <n>', 'members in one channel\'s presence').env('REALTIMED_MAX_PRESENCE_MEMBERS').default(START_DEFAULTS.maxPresenceMembers).argParser(integer(1, 1_000_000)))
+    .addOption(new Option('--max-presence-bytes <n>', 'bytes of one socket\'s presence state').env('REALTIMED_MAX_PRESENCE_BYTES').default(START_DEFAULTS.maxPresenceBytes).argParser(integer(2, 1_000_000)))
+    .addOption(new Option('--presence-throttle <ms>', 'at most one presence_diff per channel per this period').env('REALTIMED_PRESENCE_THROTTLE').default(START_DEFAULTS.presenceThrottleMs).argParser(integer(0, 60_000)))
+    .addOption(new Option('--presence-heartbeat <ms>', 'how often this instance tells the database it is alive').env('REALTIMED_PRESENCE_HEARTBEAT').default(START_DEFAULTS.presenceHeartbeatMs).argParser(integer(100, 600_000)))
+    .addOption(new Option('--presence-timeout <ms>', 'an instance silent this long is removed with its presence members').env('REALTIMED_PRESENCE_TIMEOUT').default(START_DEFAULTS.presenceTimeoutMs).argParser(integer(200, 3_600_000)))
+    .addOption(new Option('--admin-role <role>', 'token role the HTTP API treats as admin (/api/channels)').env('REALTIMED_ADMIN_ROLE').default(START_DEFAULTS.adminRole));
 }
 
 /** A checked StartConfig from parsed options (shared by `start` and `dev`). */
@@ -286,6 +296,16 @@ function startConfigFrom(opts: Record<string, unknown>, given: { databaseUrl: st
     pruneIntervalMs: opts['pruneInterval'] as number,
     maxReplay: opts['maxReplay'] as number,
     recoveryIntervalMs: opts['recoveryInterval'] as number,
+    maxConnections: opts['maxConnections'] as number,
+    maxConnectionsPerUser: opts['maxConnectionsPerUser'] as number,
+    connectRate: opts['connectRate'] as number,
+    ephemeralRate: opts['ephemeralRate'] as number,
+    maxPresenceMembers: opts['maxPresenceMembers'] as number,
+    maxPresenceBytes: opts['maxPresenceBytes'] as number,
+    presenceThrottleMs: opts['presenceThrottle'] as number,
+    presenceHeartbeatMs: opts['presenceHeartbeat'] as number,
+    presenceTimeoutMs: opts['presenceTimeout'] as number,
+    adminRole: opts['adminRole'] as string,
   });
 }
 

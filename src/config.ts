@@ -86,6 +86,25 @@ export interface StartConfig {
   maxReplay: number;
   /** How often the relay checks for committed messages it was never notified of. */
   recoveryIntervalMs: number;
+  /** Open sockets on this instance (0: no limit). */
+  maxConnections: number;
+  /** Open sockets per user, the token's role and sub (0: no limit). */
+  maxConnectionsPerUser: number;
+  /** New connections per second per client address (0: off). */
+  connectRate: number;
+  /** Ephemeral messages per second per connection. */
+  ephemeralRate: number;
+  /** Members one channel's presence may hold. */
+  maxPresenceMembers: number;
+  /** Bytes of one socket's presence state (as JSON text). */
+  maxPresenceBytes: number;
+  /** At most one presence read and presence_diff per channel per this period. */
+  presenceThrottleMs: number;
+  presenceHeartbeatMs: number;
+  /** An instance silent this long is removed, with its presence members. */
+  presenceTimeoutMs: number;
+  /** The role of tokens the HTTP API treats as admin (channels CRUD). */
+  adminRole: string;
 }
 
 export const START_DEFAULTS = {
@@ -110,6 +129,16 @@ export const START_DEFAULTS = {
   pruneIntervalMs: 0,
   maxReplay: 1000,
   recoveryIntervalMs: 1000,
+  maxConnections: 10_000,
+  maxConnectionsPerUser: 100,
+  connectRate: 0,
+  ephemeralRate: 50,
+  maxPresenceMembers: 1000,
+  maxPresenceBytes: 2048,
+  presenceThrottleMs: 100,
+  presenceHeartbeatMs: 5000,
+  presenceTimeoutMs: 15_000,
+  adminRole: 'service_role',
 } as const;
 
 const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -151,6 +180,10 @@ export function checkStartConfig(config: StartConfig): StartConfig {
   if (!LOG_LEVELS.includes(config.logLevel)) throw usage(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   if (!config.path.startsWith('/')) throw usage('--path must start with /');
   if (config.port < 0 || config.port > 65535) throw usage('--port must be between 0 and 65535');
+  if (!ROLE_NAME.test(config.adminRole)) throw usage('--admin-role is not a plain role name');
+  if (config.presenceTimeoutMs < 2 * config.presenceHeartbeatMs) {
+    throw usage('--presence-timeout must be at least twice --presence-heartbeat, or live instances would be taken for dead');
+  }
   if (config.webhookSecret !== undefined && config.webhookSecret.length < 16) {
     throw usage('--webhook-secret must be at least 16 characters');
   }

@@ -3,15 +3,21 @@
  * protocol's request/reply frames. Frames from one socket are handled in
  * order, one at a time, so a publish after a subscribe sees the subscription.
  */
+import { randomUUID } from 'node:crypto';
+
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 
 import type { Authenticator, Identity } from './auth.js';
 import type { StartConfig } from './config.js';
-import type { Db, StreamInfo } from './db.js';
+import type { ChannelLimits, Db, EventFrame, StreamInfo } from './db.js';
+import { ephemeralFrame, signNotification } from './ephemeral.js';
 import { CloseCode, WireError, wireErrorFromPg, type WireErrorCode } from './errors.js';
+import { matches, recordOf, type Filter } from './filter.js';
 import type { Hub, Subscriber } from './hub.js';
+import { TokenBucket, type UserConnections } from './limits.js';
 import type { Metrics } from './metrics.js';
+import type { Presence, PresenceWatcher } from './presence.js';
 import { errorFrame, parseClientFrame, serverFrame, type ClientFrame } from './protocol.js';
 
 export interface ConnectionDeps {
@@ -22,6 +28,10 @@ export interface ConnectionDeps {
   metrics: Metrics;
   logger: Logger;
   now: () => number;
+  presence: Presence;
+  users: UserConnections;
+  /** The key ephemeral notifications are signed with (read at start), null until read. */
+  notifyKey: () => string | null;
 }
 
 /** Longest a timer may be (setTimeout's limit); later expiries are checked again then. */
@@ -31,40 +41,25 @@ const REPLAY_DEDUPE_MS = 30_000;
 /** Frames waiting behind the one being handled before the socket is told to slow down. */
 const MAX_QUEUED_FRAMES = 256;
 
-class TokenBucket {
-  private tokens: number;
-  private last: number;
-
-  constructor(
-    private readonly rate: number,
-    private readonly now: () => number,
-  ) {
-    this.tokens = rate;
-    this.last = now();
-  }
-
-  /** 0 when a token was taken, else the milliseconds until one is due. */
-  take(): number {
-    const now = this.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) / this.rate) * 1000);
-  }
-}
-
-export class Connection implements Subscriber {
+export class Connection implements Subscriber, PresenceWatcher {
+  /** Random per socket: its presence rows carry it. */
+  readonly id = randomUUID();
   /** Channel name → the channel id it matched when authorized. */
   readonly channels = new Map<string, string>();
   alive = true;
+  /** Who the socket acts as; null until it authenticates. */
+  identity: Identity | null = null;
+  /** The user counted against --max-connections-per-user. */
+  private user: string | undefined;
+  private readonly filters = new Map<string, Filter>();
+  private readonly limits = new Map<string, ChannelLimits>();
+  private readonly channelBuckets = new Map<string, TokenBucket>();
+  private readonly watching = new Set<string>();
+  private readonly ephemeralBucket: TokenBucket;
   /** Live events held back while a `since` subscribe sends its replay. */
   private readonly replaying = new Map<string, { id: string; frame: Buffer }[]>();
   /** Ids a replay sent: their notifications may still be on the way, and must not send them twice. */
   private readonly replayed = new Map<string, { ids: Set<string>; until: number }>();
-  private identity: Identity | null = null;
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
   private closed = false;
@@ -78,6 +73,7 @@ export class Connection implements Subscriber {
     token: string | undefined,
   ) {
     this.bucket = new TokenBucket(deps.config.publishRate, deps.now);
+    this.ephemeralBucket = new TokenBucket(deps.config.ephemeralRate, deps.now);
     if (token !== undefined) {
       this.enqueue(async () => {
         await this.authenticate(token, undefined);
@@ -110,10 +106,14 @@ export class Connection implements Subscriber {
       this.send(serverFrame({ type: 'pong', ref: frame.ref }));
       return;
     }
-    if (frame.type === 'publish') {
-      const wait = this.bucket.take();
+    if (frame.type === 'publish' || frame.type === 'presence') {
+      const ephemeral = frame.type === 'publish' && frame.ephemeral === true;
+      const wait = (ephemeral ? this.ephemeralBucket : this.bucket).take();
       if (wait > 0) {
-        this.send(errorFrame('RATE_LIMITED', 'too many publishes', { ref: frame.ref, channel: frame.channel, retryAfter: wait }));
+        this.deps.metrics.limitRejections.inc({ limit: ephemeral ? 'ephemeral_rate' : 'publish_rate' });
+        this.send(errorFrame('RATE_LIMITED', ephemeral ? 'too many ephemeral messages' : 'too many publishes', {
+          ref: frame.ref, channel: frame.channel, retryAfter: wait,
+        }));
         return;
       }
     }
@@ -157,13 +157,51 @@ export class Connection implements Subscriber {
     clearTimeout(this.authTimer);
     for (const channel of this.channels.keys()) this.deps.hub.remove(channel, this);
     this.channels.clear();
+    for (const channel of this.watching) this.deps.presence.unwatch(channel, this);
+    this.watching.clear();
+    this.deps.presence.untrack(this.id, null).catch((err: unknown) => {
+      this.deps.logger.warn({ err: (err as Error).message }, 'could not remove a closed socket\'s presence; retrying at the next heartbeat');
+    });
+    if (this.user !== undefined) this.deps.users.release(this.user);
+    this.user = undefined;
+  }
+
+  /** The filter of this socket's subscription to a channel. */
+  filter(channel: string): Filter | undefined {
+    return this.filters.get(channel);
+  }
+
+  /** A presence frame (presence_state, presence_diff). */
+  sendText(text: string): void {
+    this.send(text);
+  }
+
+  /** Forgets everything about one channel: subscription, filter, limits, presence. */
+  private leave(channel: string): void {
+    this.channels.delete(channel);
+    this.deps.hub.remove(channel, this);
+    this.filters.delete(channel);
+    this.limits.delete(channel);
+    this.channelBuckets.delete(channel);
+    if (this.watching.delete(channel)) this.deps.presence.unwatch(channel, this);
+    this.deps.presence.untrack(this.id, [channel]).catch((err: unknown) => {
+      this.deps.logger.warn({ err: (err as Error).message, channel }, 'could not remove presence; retrying at the next heartbeat');
+    });
   }
 
   /** Tells subscribers of a channel that is now closed or no longer allowed. */
   drop(channel: string, reason: 'CHANNEL_CLOSED' | 'UNAUTHORIZED'): void {
-    if (!this.channels.delete(channel)) return;
-    this.deps.hub.remove(channel, this);
+    if (!this.channels.has(channel)) return;
+    this.leave(channel);
     this.send(serverFrame({ type: 'unsubscribed', channel, reason }));
+  }
+
+  /** The channel's row changed: its limits may have too. */
+  setLimits(channel: string, limits: ChannelLimits): void {
+    if (!this.channels.has(channel)) return;
+    const before = this.limits.get(channel);
+    this.limits.set(channel, limits);
+    if (before?.publishRate !== limits.publishRate) this.channelBuckets.delete(channel);
   }
 
   /** Authorizes one channel again (its channel changed); drops it if now denied. */
@@ -195,7 +233,7 @@ export class Connection implements Subscriber {
 
   /** An error frame, then close: how a browser learns why (it never sees an HTTP status). */
   private fail(code: WireErrorCode, message: string, closeCode: number, ref?: string): void {
-    this.deps.metrics.authFailures.inc({ code });
+    if (code !== 'LIMIT_EXCEEDED') this.deps.metrics.authFailures.inc({ code });
     this.send(errorFrame(code, message, { ref }));
     this.dispose();
     this.ws.close(closeCode, code);
@@ -211,6 +249,18 @@ export class Connection implements Subscriber {
       return false;
     }
     if (this.closed) return false;
+    const sub = identity.claims['sub'];
+    const user = typeof sub === 'string' && sub !== '' ? `${identity.role}:${sub}` : undefined;
+    if (user !== this.user) {
+      if (user !== undefined && !this.deps.users.acquire(user)) {
+        this.deps.metrics.limitRejections.inc({ limit: 'user_connections' });
+        this.fail('LIMIT_EXCEEDED', `at most ${this.deps.config.maxConnectionsPerUser} connections per user`,
+          CloseCode.TOO_MANY_CONNECTIONS, ref);
+        return false;
+      }
+      if (this.user !== undefined) this.deps.users.release(this.user);
+      this.user = user;
+    }
     this.identity = identity;
     clearTimeout(this.authTimer);
     clearTimeout(this.expiryTimer);
@@ -251,11 +301,14 @@ export class Connection implements Subscriber {
           await this.refresh(frame.token, ref);
           return;
         case 'unsubscribe':
-          if (this.channels.delete(frame.channel)) this.deps.hub.remove(frame.channel, this);
+          if (this.channels.has(frame.channel)) this.leave(frame.channel);
           this.send(serverFrame({ type: 'unsubscribed', channel: frame.channel, ref }));
           return;
         case 'subscribe':
-          await this.subscribe(frame.channel, ref, frame.since, frame.epoch);
+          await this.subscribe(frame);
+          return;
+        case 'presence':
+          await this.setPresence(frame);
           return;
         case 'publish':
           await this.publish(frame);
@@ -282,31 +335,45 @@ export class Connection implements Subscriber {
     this.send(serverFrame({ type: 'authed', ref }));
   }
 
-  private async subscribe(channel: string, ref: string | undefined, since?: number, epoch?: string): Promise<void> {
+  private async subscribe(frame: Extract<ClientFrame, { type: 'subscribe' }>): Promise<void> {
+    const { channel, ref, since, epoch } = frame;
     if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
     if (this.channels.has(channel)) {
+      // Subscribed already: the new frame's filter and presence wish apply.
+      if (frame.filter) this.filters.set(channel, frame.filter.conditions);
+      else this.filters.delete(channel);
       const info = await this.deps.db.streamInfo();
-      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq }));
+      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq, filter: frame.filter?.text }));
+      if (frame.presence && !this.watching.has(channel)) await this.watchPresence(channel);
       return;
     }
     if (this.channels.size >= this.deps.config.maxSubscriptions) {
-      throw new WireError('LIMIT_EXCEEDED', `at most ${this.deps.config.maxSubscriptions} subscriptions per connection`);
+      this.deps.metrics.limitRejections.inc({ limit: 'subscriptions' });
+      throw new WireError('LIMIT_EXCEEDED', `at most ${this.deps.config.maxSubscriptions} subscriptions per connection`, { limit: 'subscriptions' });
     }
     // In the hub before the check, live events held back: the stream position
     // the check reads comes after this point, so replay and live meet with no
     // gap and no duplicate. Denied, the held events are dropped unseen.
     const held: { id: string; frame: Buffer }[] = [];
     this.replaying.set(channel, held);
+    if (frame.filter) this.filters.set(channel, frame.filter.conditions);
     this.deps.hub.add(channel, this);
     try {
-      const { id, stream: info } = await this.checkWithStream(channel);
+      const { id, stream: info, limits } = await this.checkWithStream(channel);
       if (this.closed) {
         this.deps.hub.remove(channel, this);
         return;
       }
       if (id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+      if (limits.maxSubscribers !== null && this.deps.hub.countOf(channel) > limits.maxSubscribers) {
+        this.deps.metrics.limitRejections.inc({ limit: 'channel_subscribers' });
+        throw new WireError('LIMIT_EXCEEDED', `this channel takes at most ${limits.maxSubscribers} subscribers`, {
+          limit: 'channel_subscribers',
+        });
+      }
       this.channels.set(channel, id);
-      let replay: { id: string; frame: string }[] = [];
+      this.limits.set(channel, limits);
+      let replay: EventFrame[] = [];
       let unavailable: string | null = null;
       if (since !== undefined) {
         if (epoch !== undefined && epoch !== info.epoch) {
@@ -321,6 +388,8 @@ export class Connection implements Subscriber {
           if (replay.length > max) {
             replay = [];
             unavailable = `more than ${max} messages to replay: resync`;
+          } else {
+            replay = await this.visibleReplay(channel, replay);
           }
         }
       }
@@ -328,7 +397,7 @@ export class Connection implements Subscriber {
       if (unavailable !== null) {
         this.send(errorFrame('REPLAY_UNAVAILABLE', unavailable, { ref, channel, epoch: info.epoch }));
       }
-      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq }));
+      this.send(serverFrame({ type: 'subscribed', channel, ref, epoch: info.epoch, seq: info.maxSeq, filter: frame.filter?.text }));
       const replayed = new Set<string>();
       for (const row of replay) {
         replayed.add(row.id);
@@ -342,15 +411,69 @@ export class Connection implements Subscriber {
       }
     } catch (err) {
       this.channels.delete(channel);
+      this.filters.delete(channel);
+      this.limits.delete(channel);
       this.deps.hub.remove(channel, this);
       throw err;
     } finally {
       this.replaying.delete(channel);
     }
+    if (frame.presence) await this.watchPresence(channel);
+  }
+
+  /** Replayed events this socket may see: the row check for change events, then its filter. */
+  private async visibleReplay(channel: string, rows: EventFrame[]): Promise<EventFrame[]> {
+    const checked = rows.filter((r) => r.rowCheck);
+    let allowed = new Map<string, Set<number>>();
+    if (checked.length > 0 && this.identity) {
+      allowed = await this.deps.db.changeAudience(checked.map((r) => r.id), [this.identity]);
+    }
+    const filter = this.filters.get(channel);
+    return rows.filter((r) => {
+      if (r.rowCheck && !allowed.get(r.id)?.has(0)) return false;
+      if (!filter) return true;
+      try {
+        return matches(filter, recordOf((JSON.parse(r.frame) as { payload?: unknown }).payload));
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** presence_state now; presence_diff frames follow as members change. */
+  private async watchPresence(channel: string): Promise<void> {
+    this.watching.add(channel);
+    let members: Record<string, Record<string, unknown>>;
+    try {
+      members = await this.deps.presence.watch(channel, this);
+    } catch (err) {
+      this.watching.delete(channel);
+      throw err;
+    }
+    if (this.closed || !this.channels.has(channel)) {
+      this.deps.presence.unwatch(channel, this);
+      this.watching.delete(channel);
+      return;
+    }
+    this.send(serverFrame({ type: 'presence_state', channel, members }));
+  }
+
+  private async setPresence(frame: Extract<ClientFrame, { type: 'presence' }>): Promise<void> {
+    if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
+    if (!this.channels.has(frame.channel)) {
+      throw new WireError('NOT_SUBSCRIBED', 'subscribe to the channel before setting presence on it');
+    }
+    if (frame.state === null) {
+      await this.deps.presence.untrack(this.id, [frame.channel]);
+      this.send(serverFrame({ type: 'presence_left', channel: frame.channel, ref: frame.ref }));
+      return;
+    }
+    const key = await this.deps.presence.track(this.id, this.identity, frame.channel, frame.state);
+    this.send(serverFrame({ type: 'presence_updated', channel: frame.channel, ref: frame.ref, key }));
   }
 
   /** The subscribe check and the stream position, one round trip; errors as in check(). */
-  private async checkWithStream(channel: string): Promise<{ id: string | null; stream: StreamInfo }> {
+  private async checkWithStream(channel: string): Promise<{ id: string | null; stream: StreamInfo; limits: ChannelLimits }> {
     if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
     try {
       return await this.deps.db.authorizeSubscribeStream(this.identity, channel);
@@ -366,6 +489,22 @@ export class Connection implements Subscriber {
     if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
     if (!this.channels.has(frame.channel)) {
       throw new WireError('NOT_SUBSCRIBED', 'subscribe to the channel before publishing to it');
+    }
+    const limits = this.limits.get(frame.channel);
+    if (frame.ephemeral) {
+      await this.publishEphemeral(frame, limits);
+      return;
+    }
+    if (limits?.publishRate) {
+      let bucket = this.channelBuckets.get(frame.channel);
+      if (!bucket) this.channelBuckets.set(frame.channel, (bucket = new TokenBucket(limits.publishRate, this.deps.now)));
+      const wait = bucket.take();
+      if (wait > 0) {
+        this.deps.metrics.limitRejections.inc({ limit: 'channel_publish_rate' });
+        throw new WireError('RATE_LIMITED', `this channel takes at most ${limits.publishRate} publishes per second per connection`, {
+          retryAfter: wait,
+        });
+      }
     }
     const sent = await this.deps.db.send(this.identity, {
       channel: frame.channel,
@@ -383,5 +522,18 @@ export class Connection implements Subscriber {
         ...(sent.duplicate ? { duplicate: true } : {}),
       }),
     );
+  }
+
+  private async publishEphemeral(frame: Extract<ClientFrame, { type: 'publish' }>, limits: ChannelLimits | undefined): Promise<void> {
+    const identity = this.identity as Identity;
+    const key = this.deps.notifyKey();
+    if (key === null) throw new WireError('INTERNAL_ERROR', 'ephemeral messages are not available yet');
+    const bytes = Buffer.byteLength(JSON.stringify(frame.payload));
+    if (limits?.maxMessageBytes != null && bytes > limits.maxMessageBytes) {
+      throw new WireError('PAYLOAD_TOO_LARGE', `payload is ${bytes} bytes, over this channel's limit of ${limits.maxMessageBytes} bytes`);
+    }
+    const text = ephemeralFrame(frame, identity, this.deps.now());
+    await this.deps.db.sendEphemeral(identity, frame.channel, frame.event, signNotification(key, frame.channel, text));
+    this.send(serverFrame({ type: 'published', channel: frame.channel, ref: frame.ref, ephemeral: true }));
   }
 }

@@ -12,9 +12,12 @@ import { createAuthenticator } from './auth.js';
 import type { StartConfig } from './config.js';
 import type { Connection } from './connection.js';
 import { createDb } from './db.js';
-import { Hub } from './hub.js';
+import { verifyNotification } from './ephemeral.js';
+import { deliver, Hub } from './hub.js';
+import { UserConnections } from './limits.js';
 import { createListener, type Listener } from './listener.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createPresence, type Presence } from './presence.js';
 import { createRelay, type Relay } from './relay.js';
 import { createServer, type Server } from './server.js';
 import { createStats, type Stats } from './stats.js';
@@ -38,6 +41,7 @@ export interface Daemon {
   readonly listener: Listener;
   readonly stats: Stats;
   readonly webhooks: Webhooks | null;
+  readonly presence: Presence;
 }
 
 export function createDaemon(deps: DaemonDeps): Daemon {
@@ -51,6 +55,41 @@ export function createDaemon(deps: DaemonDeps): Daemon {
   const metrics = createMetrics({ connections: () => server?.connections.size ?? 0, subscriptions: () => hub.size });
   const auth = createAuthenticator({ ...config, now });
   const stats = createStats({ pool, logger }, config.statsIntervalMs);
+  const presence = createPresence(
+    { db, logger, metrics, now },
+    {
+      maxMembers: config.maxPresenceMembers,
+      maxStateBytes: config.maxPresenceBytes,
+      throttleMs: config.presenceThrottleMs,
+      heartbeatMs: config.presenceHeartbeatMs,
+      timeoutMs: config.presenceTimeoutMs,
+    },
+  );
+  const users = new UserConnections(config.maxConnectionsPerUser);
+  let notifyKey: string | null = null;
+  const loadNotifyKey = async (): Promise<void> => {
+    try {
+      notifyKey = await db.notifyKey();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not read realtime.notify_key: ephemeral messages wait for the database');
+    }
+  };
+  let ephemeralSeq = 0;
+  const onEphemeral = (payload: string | undefined): void => {
+    const verified = notifyKey !== null && payload !== undefined ? verifyNotification(notifyKey, payload) : null;
+    if (!verified) {
+      metrics.notificationsDropped.inc({ reason: 'forged' });
+      return;
+    }
+    const subscribers = hub.subscribers(verified.channel);
+    if (!subscribers) return;
+    const written = deliver(subscribers, { frame: Buffer.from(verified.frame), channel: verified.channel, id: `e${++ephemeralSeq}` });
+    if (written > 0) {
+      metrics.ephemeralRelayed.inc();
+      metrics.framesSent.inc(written);
+    }
+  };
+
   const relay = createRelay({ db, hub, metrics, logger, stats }, { recoveryIntervalMs: config.recoveryIntervalMs });
   const webhooks = config.webhooks
     ? createWebhooks(
@@ -87,10 +126,12 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     if (names.length === 0) return;
     const matches = await db.matchChannels(names);
     for (const name of names) {
-      const id = matches.get(name) ?? null;
+      const match = matches.get(name);
+      const id = match?.id ?? null;
       for (const connection of [...(hub.subscribers(name) ?? [])]) {
         if (id === null) connection.drop(name, 'CHANNEL_CLOSED');
         else if (connection.channels.get(name) !== id) connection.reauthorize(name);
+        if (id !== null && match) connection.setLimits(name, match.limits);
       }
     }
   };
@@ -107,15 +148,23 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       onMessage: (envelope) => relay.enqueue(envelope),
       onChannelsChanged: scheduleRematch,
       onWebhooksDue: () => webhooks?.wake(),
+      onPresence: (payload) => presence.hint(payload),
+      onEphemeral,
       onDisconnected: () => relay.pause(),
       onConnected: () => {
         relay.resync();
         scheduleRematch();
         webhooks?.wake();
+        presence.resync();
+        if (notifyKey === null) void loadNotifyKey();
       },
     },
   );
-  server = createServer({ config, db, auth, hub, metrics, logger, now, listener });
+  server = createServer({
+    config, db, auth, hub, metrics, logger, now, listener, presence, users,
+    notifyKey: () => notifyKey,
+    subscriptions: () => hub.size,
+  });
   const srv = server;
 
   return {
@@ -125,7 +174,10 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     listener,
     stats,
     webhooks,
+    presence,
     async start() {
+      await loadNotifyKey();
+      await presence.start();
       await relay.start();
       await listener.start();
       stats.start();
@@ -144,6 +196,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       clearTimeout(rematchTimer);
       clearInterval(pruneTimer);
       await srv.close();
+      await presence.stop();
       await listener.stop();
       await relay.stop();
       await webhooks?.stop();

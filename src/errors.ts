@@ -107,6 +107,9 @@ export type WireErrorCode =
   | 'UNAUTHORIZED'
   | 'NOT_SUBSCRIBED'
   | 'INVALID_MESSAGE'
+  | 'INVALID_FILTER'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
   | 'PAYLOAD_TOO_LARGE'
   | 'RATE_LIMITED'
   | 'LIMIT_EXCEEDED'
@@ -121,6 +124,8 @@ export const CloseCode = {
   TOKEN_EXPIRED: 4001,
   UNAUTHORIZED: 4003,
   SLOW_CONSUMER: 4008,
+  /** Too many connections: this instance is full, or this user has too many. */
+  TOO_MANY_CONNECTIONS: 4029,
 } as const;
 
 /** An error the server reports in an error frame. */
@@ -146,6 +151,8 @@ export function wireErrorFromPg(err: unknown): WireError {
   const { code, message } = pgFields(err);
   if (code === '42501' || code === 'RT404') return new WireError('UNAUTHORIZED', 'not allowed');
   if (code === 'RT413') return new WireError('PAYLOAD_TOO_LARGE', message.replace(/^realtime: /, ''));
+  if (code === 'RT429') return new WireError('LIMIT_EXCEEDED', message.replace(/^realtime: /, ''));
+  if (code === '23505') return new WireError('CONFLICT', 'it exists already');
   if (code === 'RT400' || code === '23514' || code === '22P02' || code === '22023') {
     return new WireError('INVALID_MESSAGE', message.replace(/^realtime: /, ''));
   }

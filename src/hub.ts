@@ -1,4 +1,7 @@
 /** Which sockets are subscribed to which channel name, on this instance. */
+import type { Identity } from './auth.js';
+import { matches, recordOf, type Filter } from './filter.js';
+
 export interface Subscriber {
   /**
    * Writes one prebuilt event frame (the same buffer for every subscriber);
@@ -6,6 +9,10 @@ export interface Subscriber {
    * replaying hold live events back until its replay is sent.
    */
   sendEvent(frame: Buffer, channel: string, id: string): boolean;
+  /** Who the socket acts as (for the row check of change events); null before it authenticates. */
+  readonly identity: Identity | null;
+  /** The filter of its subscription to this channel, if it has one. */
+  filter(channel: string): Filter | undefined;
 }
 
 export class Hub<S extends Subscriber = Subscriber> {
@@ -40,6 +47,11 @@ export class Hub<S extends Subscriber = Subscriber> {
     return this.channels.has(channel);
   }
 
+  /** Subscribers of one channel here. */
+  countOf(channel: string): number {
+    return this.channels.get(channel)?.size ?? 0;
+  }
+
   channelNames(): string[] {
     return [...this.channels.keys()];
   }
@@ -48,4 +60,35 @@ export class Hub<S extends Subscriber = Subscriber> {
   get size(): number {
     return this.count;
   }
+}
+
+/**
+ * Writes one event frame to the subscribers of its channel that `visible`
+ * admits (default all) and whose filter its record matches. The frame is
+ * parsed at most once, and only when some subscriber has a filter.
+ * Returns how many sockets it was written to.
+ */
+export function deliver(
+  subscribers: Iterable<Subscriber>,
+  event: { frame: Buffer; channel: string; id: string },
+  visible?: (s: Subscriber) => boolean,
+): number {
+  let record: Record<string, unknown> | null | undefined;
+  let written = 0;
+  for (const s of subscribers) {
+    if (visible && !visible(s)) continue;
+    const filter = s.filter(event.channel);
+    if (filter) {
+      if (record === undefined) {
+        try {
+          record = recordOf((JSON.parse(event.frame.toString()) as { payload?: unknown }).payload);
+        } catch {
+          record = null;
+        }
+      }
+      if (!matches(filter, record)) continue;
+    }
+    if (s.sendEvent(event.frame, event.channel, event.id)) written++;
+  }
+  return written;
 }

@@ -12,6 +12,9 @@ import type { Metrics } from './metrics.js';
 export const MESSAGES_CHANNEL = 'realtime_messages';
 export const CHANNELS_CHANNEL = 'realtime_channels';
 export const WEBHOOKS_CHANNEL = 'realtime_webhooks';
+export const PRESENCE_CHANNEL = 'realtime_presence';
+export const EPHEMERAL_CHANNEL = 'realtime_ephemeral';
+export const ALL_CHANNELS = [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL, PRESENCE_CHANNEL, EPHEMERAL_CHANNEL];
 
 /** The notification envelope of realtime.messages_notify() (docs/sql.md). */
 export interface Envelope {
@@ -27,6 +30,10 @@ export interface ListenerHandlers {
   onChannelsChanged(): void;
   /** New webhook deliveries were committed. */
   onWebhooksDue?(): void;
+  /** A channel's presence changed (the payload names it; a hint). */
+  onPresence?(payload: string | undefined): void;
+  /** An ephemeral message (signed; verified by the handler). */
+  onEphemeral?(payload: string | undefined): void;
   /** Called after every (re)connection, once LISTEN is in place. */
   onConnected?(): void;
   /** The LISTEN connection was lost (reconnecting now). */
@@ -90,6 +97,10 @@ export function createListener(
         handlers.onChannelsChanged();
       } else if (n.channel === WEBHOOKS_CHANNEL) {
         handlers.onWebhooksDue?.();
+      } else if (n.channel === PRESENCE_CHANNEL) {
+        handlers.onPresence?.(typeof n.payload === 'string' ? n.payload : undefined);
+      } else if (n.channel === EPHEMERAL_CHANNEL) {
+        handlers.onEphemeral?.(typeof n.payload === 'string' ? n.payload : undefined);
       }
     });
     s.events.on('reconnect', (attempt) => {
@@ -112,9 +123,7 @@ export function createListener(
     s.events.on('error', (err) => logger.error({ err: err.message }, 'LISTEN connection error'));
     try {
       await s.connect();
-      await s.listenTo(MESSAGES_CHANNEL);
-      await s.listenTo(CHANNELS_CHANNEL);
-      await s.listenTo(WEBHOOKS_CHANNEL);
+      for (const channel of ALL_CHANNELS) await s.listenTo(channel);
     } catch (err) {
       await s.close().catch(() => {});
       throw err;
@@ -126,7 +135,7 @@ export function createListener(
     subscriber = s;
     up = true;
     markFirstUp();
-    logger.info({ channels: [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL] }, 'LISTEN connection up');
+    logger.info({ channels: ALL_CHANNELS }, 'LISTEN connection up');
     handlers.onConnected?.();
   };
 

@@ -15,6 +15,13 @@ export interface Metrics {
   notificationsDropped: Counter<'reason'>;
   webhookAttempts: Counter<'result'>;
   webhookSeconds: Histogram;
+  rowChecks: Counter;
+  rowCheckFailures: Counter;
+  rowCheckSeconds: Histogram;
+  limitRejections: Counter<'limit'>;
+  ephemeralRelayed: Counter;
+  presenceDiffs: Counter;
+  httpRequests: Counter<'route' | 'status'>;
 }
 
 export function createMetrics(sources: { connections: () => number; subscriptions: () => number }): Metrics {
@@ -91,6 +98,44 @@ export function createMetrics(sources: { connections: () => number; subscription
       name: 'realtimed_webhook_seconds',
       help: 'Duration of webhook POSTs.',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    rowChecks: new Counter({
+      name: 'realtimed_row_checks_total',
+      help: 'Change events times subscriber identities asked about in realtime.change_audience (the row check).',
+      registers: [registry],
+    }),
+    rowCheckFailures: new Counter({
+      name: 'realtimed_row_check_failures_total',
+      help: 'Change events withheld from every subscriber because their row check failed (fails closed).',
+      registers: [registry],
+    }),
+    rowCheckSeconds: new Histogram({
+      name: 'realtimed_row_check_seconds',
+      help: 'Duration of one batched row check (realtime.change_audience).',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    limitRejections: new Counter({
+      name: 'realtimed_limit_rejections_total',
+      help: 'Requests refused by a limit: connections, user_connections, connect_rate, channel_subscribers, channel_publish_rate, publish_rate, ephemeral_rate, presence_members, http_rate.',
+      labelNames: ['limit'],
+      registers: [registry],
+    }),
+    ephemeralRelayed: new Counter({
+      name: 'realtimed_ephemeral_relayed_total',
+      help: 'Ephemeral messages (verified notifications) written to at least one socket here.',
+      registers: [registry],
+    }),
+    presenceDiffs: new Counter({
+      name: 'realtimed_presence_diffs_total',
+      help: 'presence_diff frames sent.',
+      registers: [registry],
+    }),
+    httpRequests: new Counter({
+      name: 'realtimed_http_api_requests_total',
+      help: 'HTTP API requests by route and status.',
+      labelNames: ['route', 'status'],
       registers: [registry],
     }),
   };

@@ -4,9 +4,20 @@
  * (realtime.event_frames) and never pass through here.
  */
 import { WireError, type WireErrorCode } from './errors.js';
+import { FilterError, parseFilter, type Filter } from './filter.js';
 
 export type ClientFrame =
-  | { type: 'subscribe'; channel: string; since?: number; epoch?: string; ref?: string }
+  | {
+      type: 'subscribe';
+      channel: string;
+      since?: number;
+      epoch?: string;
+      /** The parsed filter, and its text (echoed in "subscribed"). */
+      filter?: { text: string; conditions: Filter };
+      /** Receive presence_state now and presence_diff after. */
+      presence?: boolean;
+      ref?: string;
+    }
   | { type: 'unsubscribe'; channel: string; ref?: string }
   | {
       type: 'publish';
@@ -14,8 +25,11 @@ export type ClientFrame =
       event: string;
       payload: Record<string, unknown>;
       dedupeKey?: string;
+      /** Delivered to current subscribers only: never stored or replayed. */
+      ephemeral?: boolean;
       ref?: string;
     }
+  | { type: 'presence'; channel: string; state: Record<string, unknown> | null; ref?: string }
   | { type: 'auth'; token: string; ref?: string }
   | { type: 'ping'; ref?: string };
 
@@ -64,11 +78,26 @@ export function parseClientFrame(text: string): ClientFrame {
       if (epoch !== undefined && (typeof epoch !== 'string' || epoch.length === 0 || epoch.length > 64)) {
         throw invalid('"epoch" must be the string a "subscribed" frame carried', ref);
       }
+      const filter = value['filter'];
+      let conditions: Filter | undefined;
+      if (filter !== undefined) {
+        if (typeof filter !== 'string') throw invalid('"filter" must be a string such as "status=eq.paid"', ref);
+        try {
+          conditions = parseFilter(filter);
+        } catch (err) {
+          if (err instanceof FilterError) throw new WireError('INVALID_FILTER', `filter: ${err.message}`, ref === undefined ? {} : { ref });
+          throw err;
+        }
+      }
+      const presence = value['presence'];
+      if (presence !== undefined && typeof presence !== 'boolean') throw invalid('"presence" must be true or false', ref);
       return withRef({
         type: 'subscribe',
         channel,
         ...(since === undefined ? {} : { since }),
         ...(epoch === undefined ? {} : { epoch }),
+        ...(conditions === undefined ? {} : { filter: { text: filter as string, conditions } }),
+        ...(presence === true ? { presence: true } : {}),
       });
     }
     case 'unsubscribe':
@@ -79,11 +108,23 @@ export function parseClientFrame(text: string): ClientFrame {
       const payload = value['payload'] === undefined ? {} : value['payload'];
       if (!isObject(payload)) throw invalid('"payload" must be a JSON object', ref);
       const dedupeKey = value['dedupeKey'];
+      const ephemeral = value['ephemeral'];
+      if (ephemeral !== undefined && typeof ephemeral !== 'boolean') throw invalid('"ephemeral" must be true or false', ref);
+      if (ephemeral === true) {
+        if (dedupeKey !== undefined) throw invalid('an ephemeral message is never stored: it takes no "dedupeKey"', ref);
+        return withRef({ type: 'publish', channel, event, payload, ephemeral: true });
+      }
       if (dedupeKey !== undefined) {
         const key = name(value, 'dedupeKey', ref);
         return withRef({ type: 'publish', channel, event, payload, dedupeKey: key });
       }
       return withRef({ type: 'publish', channel, event, payload });
+    }
+    case 'presence': {
+      const channel = name(value, 'channel', ref);
+      const state = value['state'];
+      if (state !== null && !isObject(state)) throw invalid('"state" must be a JSON object, or null to leave', ref);
+      return withRef({ type: 'presence', channel, state });
     }
     case 'auth': {
       const token = value['token'];

@@ -18,8 +18,9 @@
  */
 import type { Logger } from 'pino';
 
+import type { Identity } from './auth.js';
 import type { Db, EventFrame } from './db.js';
-import type { Hub } from './hub.js';
+import { deliver, type Hub, type Subscriber } from './hub.js';
 import type { Envelope } from './listener.js';
 import type { Metrics } from './metrics.js';
 import type { Stats } from './stats.js';
@@ -65,18 +66,68 @@ export function createRelay(
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
-  const send = (frames: EventFrame[], receivedAt: bigint | null): void => {
+  const send = async (frames: EventFrame[], receivedAt: bigint | null): Promise<void> => {
+    const audience = await rowAudience(frames);
     for (const row of frames) {
       seen.set(row.id, Date.now());
       const subscribers = hub.subscribers(row.channel);
       if (!subscribers || subscribers.size === 0) continue;
-      const frame = Buffer.from(row.frame);
-      let written = 0;
-      for (const subscriber of subscribers) if (subscriber.sendEvent(frame, row.channel, row.id)) written++;
+      const event = { frame: Buffer.from(row.frame), channel: row.channel, id: row.id };
+      let visible: ((s: Subscriber) => boolean) | undefined;
+      if (row.rowCheck) {
+        const allowed = audience?.allowed.get(row.id);
+        visible = (s) => {
+          const index = s.identity ? audience?.index.get(s.identity) : undefined;
+          return index !== undefined && allowed !== undefined && allowed.has(index);
+        };
+      }
+      const written = deliver(subscribers, event, visible);
       stats.add(row.id, written);
       metrics.messagesRelayed.inc();
       metrics.framesSent.inc(written);
       if (receivedAt !== null) metrics.fanoutSeconds.observe(Number(process.hrtime.bigint() - receivedAt) / 1e9);
+    }
+  };
+
+  /**
+   * The row check of change events, one round trip for the batch: which
+   * subscriber identities may SELECT each event's row now, under the source
+   * table's row-level security. Identities are compared by role and claims,
+   * so the tabs of one user are asked about once. Fails closed: on an error,
+   * nobody gets the checked events (counted, logged).
+   */
+  const rowAudience = async (
+    frames: EventFrame[],
+  ): Promise<{ index: Map<Identity, number>; allowed: Map<string, Set<number>> } | null> => {
+    const checked = frames.filter((f) => f.rowCheck && hub.has(f.channel));
+    if (checked.length === 0) return null;
+    const byKey = new Map<string, number>();
+    const identities: Identity[] = [];
+    const index = new Map<Identity, number>();
+    for (const f of checked) {
+      for (const s of hub.subscribers(f.channel) ?? []) {
+        const identity = s.identity;
+        if (!identity || index.has(identity)) continue;
+        const key = identity.role + '\u0000' + JSON.stringify(identity.claims);
+        let i = byKey.get(key);
+        if (i === undefined) {
+          i = identities.length;
+          identities.push(identity);
+          byKey.set(key, i);
+        }
+        index.set(identity, i);
+      }
+    }
+    const started = process.hrtime.bigint();
+    try {
+      const allowed = await db.changeAudience(checked.map((f) => f.id), identities);
+      metrics.rowCheckSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      metrics.rowChecks.inc(checked.length * identities.length);
+      return { index, allowed };
+    } catch (err) {
+      metrics.rowCheckFailures.inc(checked.length);
+      logger.error({ err: (err as Error).message, messages: checked.length }, 'row check failed: change events withheld');
+      return { index, allowed: new Map() };
     }
   };
 
@@ -111,7 +162,7 @@ export function createRelay(
       }
       checked.push(row);
     }
-    send(checked, batch[0]?.receivedAt ?? null);
+    await send(checked, batch[0]?.receivedAt ?? null);
     if (wanted.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, wanted.size);
   };
 
@@ -122,7 +173,7 @@ export function createRelay(
     if (missed.length === 0) return;
     for (let i = 0; i < missed.length; i += BATCH) {
       const frames = await db.eventFrames(missed.slice(i, i + BATCH));
-      send(frames, null);
+      await send(frames, null);
       metrics.messagesRecovered.inc(frames.length);
     }
     logger.warn({ messages: missed.length }, 'relayed messages that were committed without a notification reaching this daemon');

@@ -10,13 +10,18 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 
+import { createApi } from './api.js';
 import { CloseCode } from './errors.js';
 import { Connection, type ConnectionDeps } from './connection.js';
 import { createInspector } from './inspectorHttp.js';
+import { ConnectRateLimiter } from './limits.js';
 import type { Listener } from './listener.js';
+import { errorFrame } from './protocol.js';
 
 export interface ServerDeps extends ConnectionDeps {
   listener: Listener;
+  /** Subscriptions over all channels (for GET /api/stats). */
+  subscriptions: () => number;
 }
 
 export interface Server {
@@ -36,8 +41,11 @@ function tokenFrom(req: IncomingMessage, url: URL): string | undefined {
   return query === null || query === '' ? undefined : query;
 }
 
-function refuse(socket: Duplex, status: number, reason: string): void {
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+function refuse(socket: Duplex, status: number, reason: string, body?: { error: string; message: string; retryAfter?: number }): void {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  const retry = body?.retryAfter === undefined ? '' : `Retry-After: ${Math.ceil(body.retryAfter / 1000)}\r\n`;
+  const type = body === undefined ? '' : 'Content-Type: application/json\r\n';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\n${type}${retry}Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -67,11 +75,15 @@ export function createServer(deps: ServerDeps): Server {
   };
 
   const inspector = config.inspector ? createInspector(deps) : null;
+  const api = createApi({ ...deps, counts: () => ({ connections: connections.size, subscriptions: deps.subscriptions() }) });
+  const connectRate = new ConnectRateLimiter(config.connectRate, deps.now);
 
   const http = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'GET' && path === '/health') {
       void health(res);
+    } else if (path !== undefined && path.startsWith('/api/')) {
+      void api(req, res, path);
     } else if (inspector && req.method === 'GET' && path !== undefined && path.startsWith('/inspector')) {
       void inspector(req, res, path);
     } else if (req.method === 'GET' && path === '/metrics') {
@@ -107,6 +119,13 @@ export function createServer(deps: ServerDeps): Server {
       refuse(socket, 403, 'Forbidden');
       return;
     }
+    // Refused before the upgrade, cheaply: a flood from one address costs no socket.
+    const wait = connectRate.take(req.socket.remoteAddress ?? '');
+    if (wait > 0) {
+      metrics.limitRejections.inc({ limit: 'connect_rate' });
+      refuse(socket, 429, 'Too Many Requests', { error: 'RATE_LIMITED', message: 'too many new connections from this address', retryAfter: wait });
+      return;
+    }
     const token = tokenFrom(req, url);
     wss.handleUpgrade(req, socket, head, (ws) => accept(ws, token));
   });
@@ -114,6 +133,14 @@ export function createServer(deps: ServerDeps): Server {
   // Outside the upgrade handler, so a connection's listeners do not keep the
   // upgrade request (headers, head buffer) alive for the life of the socket.
   const accept = (ws: WebSocket, token: string | undefined): void => {
+    if (config.maxConnections > 0 && connections.size >= config.maxConnections) {
+      // After the upgrade, so a browser learns why (it never sees an HTTP status).
+      metrics.limitRejections.inc({ limit: 'connections' });
+      ws.send(errorFrame('LIMIT_EXCEEDED', `this instance is full (${config.maxConnections} connections): try another or later`, { limit: 'connections' }));
+      ws.close(CloseCode.TOO_MANY_CONNECTIONS, 'LIMIT_EXCEEDED');
+      setTimeout(() => ws.terminate(), 3000).unref();
+      return;
+    }
     const connection = new Connection(ws, deps, token);
     connections.add(connection);
     ws.on('message', (data, isBinary) => connection.onMessage(data, isBinary));
@@ -154,6 +181,7 @@ export function createServer(deps: ServerDeps): Server {
     },
     async close() {
       clearInterval(pinger);
+      connectRate.stop();
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       const gone = [...connections].map(
         (connection) =>
