@@ -468,7 +468,14 @@ export class Connection implements Subscriber, PresenceWatcher {
       this.send(serverFrame({ type: 'presence_left', channel: frame.channel, ref: frame.ref }));
       return;
     }
-    const key = await this.deps.presence.track(this.id, this.identity, frame.channel, frame.state);
+    let key: string;
+    try {
+      key = await this.deps.presence.track(this.id, this.identity, frame.channel, frame.state);
+    } catch (err) {
+      const e = wireErrorFromPg(err);
+      if (e.code === 'LIMIT_EXCEEDED') this.deps.metrics.limitRejections.inc({ limit: 'presence_members' });
+      throw e;
+    }
     this.send(serverFrame({ type: 'presence_updated', channel: frame.channel, ref: frame.ref, key }));
   }
 
