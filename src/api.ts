@@ -69,17 +69,21 @@ function readBody(req: IncomingMessage, max: number): Promise<Record<string, unk
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let tooLarge = false;
     req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return; // drained, so the client reads the 413
       size += chunk.length;
       if (size > max) {
+        tooLarge = true;
+        chunks.length = 0;
         reject(new HttpError(413, 'PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);
     });
     req.on('error', reject);
     req.on('end', () => {
+      if (tooLarge) return;
       let value: unknown;
       try {
         value = JSON.parse(Buffer.concat(chunks).toString() || 'null');
