@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 
-import { createDatabase, type TestDatabase } from './helpers/db.js';
+import { createDatabase, type Teardown, type TestDatabase } from './helpers/db.js';
 import { loadExamples, startDaemon } from './helpers/daemon.js';
 import { ALICE, BOB, sign, unsignedToken, userToken } from './helpers/jwt.js';
 import { TestClient } from './helpers/ws.js';
@@ -32,7 +32,7 @@ async function call(
 
 const admin = (): Promise<string> => sign({ sub: 'ops', role: 'service_role' });
 
-async function setup(t: Parameters<Parameters<typeof import('tap').test>[1]>[0]): Promise<{ db: TestDatabase; httpUrl: string; wsUrl: string }> {
+async function setup(t: Teardown): Promise<{ db: TestDatabase; httpUrl: string; wsUrl: string }> {
   const db = await createDatabase(t);
   await loadExamples(db);
   const { httpUrl, wsUrl } = await startDaemon(t, db, { roles: ['anon', 'authenticated', 'service_role'] });

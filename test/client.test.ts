@@ -6,7 +6,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 
 import t from 'tap';
 
-import { backoffDelay, createClient, RealtimeError, type ClientState, type EventMeta, type StorageAdapter } from '../src/client/index.js';
+import {
+  backoffDelay, createClient, RealtimeError, type ClientState, type EventMeta, type PresenceMembers, type StorageAdapter,
+} from '../src/client/index.js';
 import { freePort } from '../src/embedded.js';
 import { BIN } from './helpers/cli.js';
 import { createDatabase, createLoginRole, urlFor } from './helpers/db.js';
@@ -226,4 +228,46 @@ t.test('the daemon killed with SIGKILL and restarted while triggers publish: the
   t.equal(seen.length, total, `${total} messages`);
   t.same(seen, Array.from({ length: total }, (_, i) => i + 1), 'every message once, in order');
   t.not(BOB, ALICE);
+});
+
+t.test('filters, ephemeral messages and presence through the client, kept across a reconnect', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  await db.pool.query(`insert into app.chat_members values (7, $1)`, [BOB]);
+  const { wsUrl, daemon } = await startDaemon(t, db, { presenceThrottleMs: 20 });
+  const alice = createClient(wsUrl, { token: await userToken(ALICE), backoff: { initialMs: 50, maxMs: 100 } });
+  const bob = createClient(wsUrl, { token: await userToken(BOB) });
+  t.teardown(() => {
+    alice.disconnect();
+    bob.disconnect();
+  });
+  await alice.connect();
+  await bob.connect();
+
+  const seen: PresenceMembers[] = [];
+  bob.onPresence((channel, members) => {
+    if (channel === 'chat:7') seen.push(members);
+  });
+  t.ok((await bob.subscribe('chat:7', { presence: true, filter: 'kind=eq.important' })).ok);
+  t.ok((await alice.subscribe('chat:7', { presence: true })).ok);
+  await alice.setPresence('chat:7', { typing: false });
+  await until('bob sees alice', () => seen.some((m) => ALICE in m));
+  t.same(seen[seen.length - 1], { [ALICE]: { typing: false } }, 'onPresence: the members');
+
+  const bobGot: EventMeta[] = [];
+  bob.on('*', (_p, meta) => void bobGot.push(meta));
+  await alice.publish('chat:7', 'message', { kind: 'chatter' });
+  await alice.publish('chat:7', 'message', { kind: 'important' });
+  await alice.publishEphemeral('chat:7', 'typing', { kind: 'important' });
+  await alice.publishEphemeral('chat:7', 'typing', { kind: 'important' });
+  await until('bob gets three', () => bobGot.length >= 3);
+  await settle(200);
+  t.same(bobGot.map((m) => [m.event, m.ephemeral]), [['message', false], ['typing', true], ['typing', true]],
+    'the filter let one stored message and both ephemeral ones through (two ephemeral events are not taken for repeats)');
+
+  // The server drops alice's socket: her client reconnects and sets her presence again.
+  for (const c of daemon.server.connections) if (c.identity?.claims['sub'] === ALICE) c.ws.terminate();
+  await until('alice left', () => seen.length > 0 && !(ALICE in (seen[seen.length - 1] as PresenceMembers)));
+  await until('alice is back', () => ALICE in (seen[seen.length - 1] as PresenceMembers), 5000);
+  t.pass('after the reconnect, her presence is restored');
 });

@@ -13,6 +13,9 @@ export type ErrorCode =
   | 'UNAUTHORIZED'
   | 'NOT_SUBSCRIBED'
   | 'INVALID_MESSAGE'
+  | 'INVALID_FILTER'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
   | 'PAYLOAD_TOO_LARGE'
   | 'RATE_LIMITED'
   | 'LIMIT_EXCEEDED'
@@ -42,8 +45,11 @@ export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'clo
 export interface EventMeta {
   channel: string;
   event: string;
+  /** Empty for an ephemeral event (never stored). */
   messageId: string;
+  /** 0 for an ephemeral event (it has no place in the stream). */
   seq: number;
+  ephemeral: boolean;
   senderType: 'system' | 'user';
   senderId: string | null;
   timestamp: string;
@@ -63,6 +69,23 @@ export interface SubscribeResult {
   ok: boolean;
   channel: string;
   error?: RealtimeError;
+}
+
+/** A channel's presence: member key (the token's sub) → the state it set. */
+export type PresenceMembers = Record<string, Record<string, unknown>>;
+export type PresenceHandler = (
+  channel: string,
+  members: PresenceMembers,
+  diff: { joins: PresenceMembers; leaves: PresenceMembers } | null,
+) => void;
+
+export interface SubscribeOptions {
+  /** Replay what came after this seq. */
+  since?: number;
+  /** Only events whose record matches (docs/protocol.md, "Filters"), e.g. "status=eq.paid". */
+  filter?: string;
+  /** Receive presence (onPresence) for this channel. */
+  presence?: boolean;
 }
 
 /** Why a channel needs resyncing from the application's own source of truth. */
@@ -125,6 +148,11 @@ interface ChannelState {
   seen: Set<number>;
   waiters: ((result: SubscribeResult) => void)[];
   subscribed: boolean;
+  filter: string | undefined;
+  presence: boolean;
+  /** The presence state this client set here, sent again after a reconnect. */
+  mine: Record<string, unknown> | null;
+  members: PresenceMembers;
 }
 
 type Frame = Record<string, unknown> & { type: string };
@@ -140,6 +168,7 @@ export class RealtimeClient {
   private readonly stateHandlers = new Set<(state: ClientState) => void>();
   private readonly resyncHandlers = new Set<(channel: string, reason: ResyncReason) => void>();
   private readonly errorHandlers = new Set<(error: RealtimeError) => void>();
+  private readonly presenceHandlers = new Set<PresenceHandler>();
   private readonly pending = new Map<string, Pending>();
   private refs = 0;
   private attempt = 0;
@@ -187,10 +216,13 @@ export class RealtimeClient {
   }
 
   /** Subscribes (now, or as soon as connected); `since` replays what came after that seq. */
-  async subscribe(channel: string, options: { since?: number } = {}): Promise<SubscribeResult> {
+  async subscribe(channel: string, options: SubscribeOptions = {}): Promise<SubscribeResult> {
     let state = this.channels.get(channel);
     if (!state) {
-      state = { lastSeq: null, epoch: null, seen: new Set(), waiters: [], subscribed: false };
+      state = {
+        lastSeq: null, epoch: null, seen: new Set(), waiters: [], subscribed: false,
+        filter: undefined, presence: false, mine: null, members: {},
+      };
       const stored = await this.load(channel);
       if (stored) {
         state.lastSeq = stored.seq;
@@ -199,6 +231,8 @@ export class RealtimeClient {
       this.channels.set(channel, state);
     }
     if (options.since !== undefined) state.lastSeq = options.since;
+    state.filter = options.filter;
+    state.presence = options.presence === true;
     const result = new Promise<SubscribeResult>((resolve) => state.waiters.push(resolve));
     if (this.stateValue === 'open') this.sendSubscribe(channel, state);
     return result;
@@ -230,6 +264,24 @@ export class RealtimeClient {
       seq: Number(frame['seq']),
       duplicate: frame['duplicate'] === true,
     };
+  }
+
+  /** Sends to the channel's current subscribers on every instance; never stored or replayed (typing, cursors). */
+  async publishEphemeral(channel: string, event: string, payload: Record<string, unknown> = {}): Promise<void> {
+    await this.request({ type: 'publish', channel, event, payload, ephemeral: true });
+  }
+
+  /** Sets this client's presence state on a subscribed channel (null: leave); kept across reconnects. */
+  async setPresence(channel: string, state: Record<string, unknown> | null): Promise<void> {
+    const channelState = this.channels.get(channel);
+    if (channelState) channelState.mine = state;
+    await this.request({ type: 'presence', channel, state });
+  }
+
+  /** Presence of channels subscribed with `presence: true`: the members, and what changed (null on a full state). */
+  onPresence(handler: PresenceHandler): () => void {
+    this.presenceHandlers.add(handler);
+    return () => this.presenceHandlers.delete(handler);
   }
 
   /** Handlers for an application event name, or '*' for all. Returns a function that removes it. */
@@ -350,9 +402,13 @@ export class RealtimeClient {
     const frame: Record<string, unknown> = { type: 'subscribe', channel };
     if (state.lastSeq !== null) frame['since'] = state.lastSeq;
     if (state.epoch !== null) frame['epoch'] = state.epoch;
+    if (state.filter !== undefined) frame['filter'] = state.filter;
+    if (state.presence) frame['presence'] = true;
     this.request(frame).then(
       (reply) => {
         state.subscribed = true;
+        // A new socket holds no presence: set ours again.
+        if (state.mine !== null) this.request({ type: 'presence', channel, state: state.mine }).catch(() => undefined);
         if (typeof reply['epoch'] === 'string') state.epoch = reply['epoch'];
         if (state.lastSeq === null && typeof reply['seq'] === 'number') state.lastSeq = reply['seq'];
         void this.store(channel, state);
@@ -402,6 +458,10 @@ export class RealtimeClient {
       return;
     }
     const channel = typeof frame['channel'] === 'string' ? frame['channel'] : undefined;
+    if ((frame.type === 'presence_state' || frame.type === 'presence_diff') && channel) {
+      this.presence(channel, frame);
+      return;
+    }
     if (frame.type === 'error' && frame['code'] === 'REPLAY_UNAVAILABLE' && channel) {
       const state = this.channels.get(channel);
       if (state) {
@@ -446,22 +506,26 @@ export class RealtimeClient {
     const state = this.channels.get(channel);
     if (!state) return;
     const raw = (frame['meta'] ?? {}) as Record<string, unknown>;
-    const seq = Number(raw['seq']);
-    if (state.seen.has(seq)) return;
-    state.seen.add(seq);
-    if (state.seen.size > SEEN_WINDOW) {
-      const oldest = state.seen.values().next().value;
-      if (oldest !== undefined) state.seen.delete(oldest);
-    }
-    if (state.lastSeq === null || seq > state.lastSeq) {
-      state.lastSeq = seq;
-      void this.store(channel, state);
+    const ephemeral = raw['ephemeral'] === true;
+    const seq = ephemeral ? 0 : Number(raw['seq']);
+    if (!ephemeral) {
+      if (state.seen.has(seq)) return;
+      state.seen.add(seq);
+      if (state.seen.size > SEEN_WINDOW) {
+        const oldest = state.seen.values().next().value;
+        if (oldest !== undefined) state.seen.delete(oldest);
+      }
+      if (state.lastSeq === null || seq > state.lastSeq) {
+        state.lastSeq = seq;
+        void this.store(channel, state);
+      }
     }
     const meta: EventMeta = {
       channel,
       event: String(frame['event']),
-      messageId: String(raw['messageId']),
+      messageId: ephemeral ? '' : String(raw['messageId']),
       seq,
+      ephemeral,
       senderType: raw['senderType'] === 'system' ? 'system' : 'user',
       senderId: typeof raw['senderId'] === 'string' ? raw['senderId'] : null,
       timestamp: String(raw['timestamp']),
@@ -469,6 +533,20 @@ export class RealtimeClient {
     const payload = (frame['payload'] ?? {}) as Record<string, unknown>;
     for (const handler of this.handlers.get(meta.event) ?? []) handler(payload, meta);
     for (const handler of this.handlers.get('*') ?? []) handler(payload, meta);
+  }
+
+  private presence(channel: string, frame: Frame): void {
+    const state = this.channels.get(channel);
+    if (!state) return;
+    let diff: { joins: PresenceMembers; leaves: PresenceMembers } | null = null;
+    if (frame.type === 'presence_state') {
+      state.members = { ...(frame['members'] as PresenceMembers) };
+    } else {
+      diff = { joins: frame['joins'] as PresenceMembers, leaves: frame['leaves'] as PresenceMembers };
+      for (const key of Object.keys(diff.leaves)) delete state.members[key];
+      Object.assign(state.members, diff.joins);
+    }
+    for (const handler of this.presenceHandlers) handler(channel, { ...state.members }, diff);
   }
 
   private emitResync(channel: string, reason: ResyncReason): void {
