@@ -161,3 +161,32 @@ t.test('GET /api/stats: the channels the caller may see, and this instance', asy
   const metrics = await (await fetch(`${httpUrl}/metrics`)).text();
   t.match(metrics, /realtimed_http_api_requests_total\{route="stats",status="200"\} 2/, 'requests are counted by route and status');
 });
+
+t.test('docs/openapi.yaml describes the routes the server serves, with its error codes', async (t) => {
+  const { parse } = await import('yaml');
+  const { readFile } = await import('node:fs/promises');
+  const spec = parse(await readFile(new URL('../docs/openapi.yaml', import.meta.url), 'utf8')) as {
+    openapi: string;
+    paths: Record<string, Record<string, unknown>>;
+    components: { schemas: { Error: { properties: { error: { enum: string[] } } } } };
+  };
+  t.match(spec.openapi, /^3\./);
+  const { httpUrl } = await setup(t);
+  const token = await admin();
+  const methods = ['get', 'post', 'patch', 'delete'];
+  for (const [path, item] of Object.entries(spec.paths)) {
+    const concrete = path
+      .replace('{id}', '00000000-0000-4000-8000-000000000000')
+      .replace('{name}', 'chat:7');
+    for (const method of methods.filter((m) => m in item)) {
+      const res = await call(httpUrl, method.toUpperCase(), concrete, { token, ...(method === 'get' || method === 'delete' ? {} : { body: {} }) });
+      const unrouted = res.status === 404 && String(res.body['message']).startsWith(`no ${method.toUpperCase()} `);
+      t.notOk(unrouted || res.status === 405, `${method.toUpperCase()} ${path} is served (${res.status})`);
+      const documented = Object.keys((item[method] as { responses: Record<string, unknown> }).responses);
+      t.ok(documented.includes(String(res.status)), `${method.toUpperCase()} ${path}: ${res.status} is documented`);
+    }
+  }
+  const codes = spec.components.schemas.Error.properties.error.enum;
+  const doc = await readFile(new URL('../docs/http.md', import.meta.url), 'utf8');
+  for (const code of codes) t.ok(doc.includes(`\`${code}\``), `${code} is in docs/http.md`);
+});
