@@ -1,5 +1,5 @@
 --! Previous: sha1:561ffd79db231bdc84ba0bbc0f9501791491f4a3
---! Hash: sha1:3874b19de0b72a8a4e07e2ffb9729563cdc94f06
+--! Hash: sha1:b85d44fcca9ed487d1840b5a975de369e8706f27
 --! Message: change streams
 
 -- realtimed 000009: table change streams.
@@ -168,7 +168,9 @@ begin
     on conflict (pattern) do nothing;
   end if;
 
-  execute pg_catalog.format('drop trigger if exists realtime_changes on %s', source);
+  if exists (select from pg_catalog.pg_trigger t where t.tgrelid = source and t.tgname = 'realtime_changes') then
+    execute pg_catalog.format('drop trigger realtime_changes on %s', source);
+  end if;
   execute pg_catalog.format(
     'create trigger realtime_changes after %s on %s for each row execute function realtime.changes_trigger()',
     pg_catalog.array_to_string(v_ops, ' or '), source);
@@ -192,7 +194,9 @@ begin
   if not pg_catalog.pg_has_role(v_invoker, (select c.relowner from pg_catalog.pg_class c where c.oid = source), 'USAGE') then
     raise exception 'realtime.disable_changes: only the owner of % may stop its stream', source using errcode = '42501';
   end if;
-  execute pg_catalog.format('drop trigger if exists realtime_changes on %s', source);
+  if exists (select from pg_catalog.pg_trigger t where t.tgrelid = source and t.tgname = 'realtime_changes') then
+    execute pg_catalog.format('drop trigger realtime_changes on %s', source);
+  end if;
   delete from realtime.change_streams cs where cs.table_id = source;
   return found;
 end
@@ -266,13 +270,18 @@ begin
     where m.id = any (change_audience.ids) and realtime.needs_row_check(m)
     group by cs.table_id, cs.primary_key
   loop
+    -- The keys are typed in a subquery kept apart (offset 0), so the lookup is
+    -- a plain equality between columns: leakproof, so the planner may use the
+    -- primary key's index under the table's policies (a non-leakproof jsonb
+    -- operator in that condition would force a scan of the whole table).
     select pg_catalog.format(
-             'select coalesce(pg_catalog.array_agg(x.i::integer), ''{}'') from pg_catalog.jsonb_array_elements($1) with ordinality x(r, i) where exists (select from %s t where %s)',
+             'select coalesce(pg_catalog.array_agg(k.i::integer), ''{}'') from (select %s, x.i from pg_catalog.jsonb_array_elements($1) with ordinality x(r, i) offset 0) k where exists (select from %s t where %s)',
+             pg_catalog.string_agg(pg_catalog.format('(x.r ->> %L)::%s as c%s', a.attname,
+                                                     pg_catalog.format_type(a.atttypid, a.atttypmod), k.n), ', '),
              v_table.table_id,
-             pg_catalog.string_agg(pg_catalog.format('t.%I = (x.r ->> %L)::%s', a.attname, a.attname,
-                                                     pg_catalog.format_type(a.atttypid, a.atttypmod)), ' and '))
+             pg_catalog.string_agg(pg_catalog.format('t.%I = k.c%s', a.attname, k.n), ' and '))
       into v_sql
-    from pg_catalog.unnest(v_table.primary_key) k(col)
+    from pg_catalog.unnest(v_table.primary_key) with ordinality k(col, n)
     join pg_catalog.pg_attribute a on a.attrelid = v_table.table_id and a.attname = k.col;
     for v_identity in
       select e.value, e.n from pg_catalog.jsonb_array_elements(change_audience.identities) with ordinality e(value, n)
