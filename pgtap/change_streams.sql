@@ -2,7 +2,7 @@
 -- trigger publishes (columns, operations, changed_only, deletes), and
 -- change_audience: the source table's row-level security, per subscriber.
 begin;
-select plan(35);
+select plan(37);
 
 select has_table('realtime', 'change_streams', 'realtime.change_streams exists');
 select table_privs_are('realtime', 'change_streams', 'authenticated', array[]::text[], 'clients cannot read streams');
@@ -70,6 +70,11 @@ insert into public.rt_orders values (2, '22222222-2222-4222-8222-222222222222', 
 select results_eq($$select realtime.needs_row_check(m) from realtime.messages m where channel_name = 'rt_orders:changes'
                     order by seq$$,
   $$values (true), (true), (false), (true), (true)$$, 'INSERT and UPDATE events need the check, DELETE not');
+select results_eq($$select row_check from realtime.relay_frames(
+                      (select array_agg(id order by seq) from realtime.messages where channel_name = 'rt_orders:changes'))$$,
+  $$values (true), (true), (false), (true), (true)$$, 'relay_frames carries the flag with each frame');
+select results_eq($$select row_check from realtime.replay_relay_frames('rt_orders:changes', 0, 100)$$,
+  $$values (true), (true), (false), (true), (true)$$, 'and so does replay_relay_frames');
 select results_eq($$
   select m.payload -> 'new' ->> 'id', array_agg(a.identity order by a.identity)
   from realtime.change_audience(

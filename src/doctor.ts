@@ -184,6 +184,32 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
         add('ok', 'policies', `every enabled channel (${channels.length}) has a SELECT policy that can let clients subscribe`);
       }
     }
+    // Change streams: the row check means something only under the source table's RLS.
+    const readable = await one<{ ok: boolean }>(
+      `select to_regclass('realtime.change_streams') is not null
+              and has_table_privilege('realtime.change_streams', 'SELECT') as ok`,
+    );
+    const streams = !readable.ok ? [] : (
+      await client.query<{ source: string; rls: boolean; readers: string[] }>(
+        `select cs.table_id::text as source, c.relrowsecurity as rls,
+                array(select r from unnest($1::text[]) r
+                      where exists (select from pg_roles where rolname = r)
+                        and has_table_privilege(r, cs.table_id, 'SELECT'))::text[] as readers
+         from realtime.change_streams cs join pg_class c on c.oid = cs.table_id
+         where not cs.public order by 1`,
+        [options.roles],
+      )
+    ).rows;
+    for (const stream of streams) {
+      if (!stream.rls) {
+        add('warn', 'changes', `${stream.source} streams its changes with a row check, but its row-level security is off: every subscriber with SELECT on it sees every row; enable RLS or mark the stream public`);
+      } else if (stream.readers.length === 0) {
+        add('warn', 'changes', `${stream.source} streams its changes, but none of ${options.roles.join(', ')} may SELECT it: no subscriber will receive its insert and update events`);
+      } else {
+        add('ok', 'changes', `${stream.source}: changes checked against its row-level security for ${stream.readers.join(', ')}`);
+      }
+    }
+
     const demo = await one<{ n: number }>(
       `select count(*)::int as n from pg_policy where polrelid in ('realtime.channels'::regclass, 'realtime.messages'::regclass) and polname like 'DEMO:%'`,
     );

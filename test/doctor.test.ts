@@ -78,6 +78,14 @@ t.test('what goes wrong in production is named', async (t) => {
     insert into cron.job values ('select realtime.prune()', true)`);
   t.match((await doctor(db.url)).find('retention'), { level: 'ok', message: /pg_cron job runs realtime\.prune/ });
 
+  await db.pool.query(`create table app.invoices (id int primary key, owner uuid);
+    select realtime.enable_changes('app.invoices');`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'WARN', message: /app\.invoices .* row-level security is off/ });
+  await db.pool.query(`alter table app.invoices enable row level security`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'WARN', message: /none of anon, authenticated may SELECT it/ });
+  await db.pool.query(`grant usage on schema app to authenticated; grant select on app.invoices to authenticated`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'ok', message: /checked against its row-level security for authenticated/ });
+
   await db.pool.query(`update realtime.schema_versions set version = 99 where version = (select max(version) from realtime.schema_versions)`);
   t.match((await doctor(db.url)).find('schema'), { level: 'FAIL', message: /newer than this realtimed knows/ });
 });
