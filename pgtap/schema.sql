@@ -7,7 +7,7 @@ select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
 
 select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages',
-  'webhook_deliveries', 'webhook_attempts', 'instances', 'presence', 'notify_key', 'change_streams']);
+  'webhook_deliveries', 'webhook_attempts', 'instances', 'presence', 'notify_key', 'change_streams', 'channel_subscribers']);
 select views_are('realtime', array['channel_stats', 'webhook_failures']);
 select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
@@ -20,7 +20,7 @@ select functions_are('realtime', array[
   'event_frame', 'replay_frames', 'stream_info', 'committed_between', 'authorize_subscribe_stream',
   'authorize_subscription', 'instance_heartbeat', 'instance_stop', 'presence_track', 'presence_untrack',
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
-  'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience']);
+  'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers']);
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -95,8 +95,9 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 -- The installed version, recorded in the schema itself.
 select results_eq('select version, name from realtime.schema_versions order by version',
                   $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
-                    (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams')$$, 'schema_versions records each migration');
-select is(realtime.version(), 9, 'realtime.version() is the highest migration');
+                    (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
+                    (10, 'channel subscribers across instances')$$, 'schema_versions records each migration');
+select is(realtime.version(), 10, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

@@ -166,6 +166,11 @@ export class Connection implements Subscriber, PresenceWatcher {
     this.user = undefined;
   }
 
+  /** The max_subscribers of a subscribed channel, if it has one. */
+  maxSubscribers(channel: string): number | null {
+    return this.limits.get(channel)?.maxSubscribers ?? null;
+  }
+
   /** The filter of this socket's subscription to a channel. */
   filter(channel: string): Filter | undefined {
     return this.filters.get(channel);
@@ -319,6 +324,7 @@ export class Connection implements Subscriber, PresenceWatcher {
     } catch (err) {
       const e = err instanceof WireError ? err : wireErrorFromPg(err);
       const channel = 'channel' in frame ? frame.channel : undefined;
+      if (e.code === 'PAYLOAD_TOO_LARGE') this.deps.metrics.limitRejections.inc({ limit: 'message_bytes' });
       this.send(errorFrame(e.code, e.message, { ref, channel, ...e.extra }));
     }
   }
@@ -359,13 +365,14 @@ export class Connection implements Subscriber, PresenceWatcher {
     if (frame.filter) this.filters.set(channel, frame.filter.conditions);
     this.deps.hub.add(channel, this);
     try {
-      const { id, stream: info, limits } = await this.checkWithStream(channel);
+      const { id, stream: info, limits, otherSubscribers } = await this.checkWithStream(channel);
       if (this.closed) {
         this.deps.hub.remove(channel, this);
         return;
       }
       if (id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
-      if (limits.maxSubscribers !== null && this.deps.hub.countOf(channel) > limits.maxSubscribers) {
+      // This instance's sockets (this one included) and the others' last reports.
+      if (limits.maxSubscribers !== null && this.deps.hub.countOf(channel) + otherSubscribers > limits.maxSubscribers) {
         this.deps.metrics.limitRejections.inc({ limit: 'channel_subscribers' });
         throw new WireError('LIMIT_EXCEEDED', `this channel takes at most ${limits.maxSubscribers} subscribers`, {
           limit: 'channel_subscribers',
@@ -480,10 +487,12 @@ export class Connection implements Subscriber, PresenceWatcher {
   }
 
   /** The subscribe check and the stream position, one round trip; errors as in check(). */
-  private async checkWithStream(channel: string): Promise<{ id: string | null; stream: StreamInfo; limits: ChannelLimits }> {
+  private async checkWithStream(
+    channel: string,
+  ): Promise<{ id: string | null; stream: StreamInfo; limits: ChannelLimits; otherSubscribers: number }> {
     if (!this.identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
     try {
-      return await this.deps.db.authorizeSubscribeStream(this.identity, channel);
+      return await this.deps.db.authorizeSubscribeStream(this.identity, channel, this.deps.presence.instance);
     } catch (err) {
       const e = wireErrorFromPg(err);
       if (e.code === 'INVALID_MESSAGE' || e.code === 'INTERNAL_ERROR') throw e;

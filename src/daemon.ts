@@ -105,6 +105,33 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       )
     : null;
 
+  // max_subscribers across instances: report this instance's counts of the
+  // channels that have one, when they change (and every 10 s regardless, so a
+  // report lost to an outage is put right).
+  let countsTimer: NodeJS.Timeout | undefined;
+  let lastCounts = '';
+  let lastCountsAt = 0;
+  const reportCounts = async (): Promise<void> => {
+    const counts = new Map<string, number>();
+    for (const name of hub.channelNames()) {
+      const subscribers = hub.subscribers(name);
+      if (!subscribers) continue;
+      let limited = false;
+      for (const c of subscribers) {
+        if (c.maxSubscribers(name) !== null) {
+          limited = true;
+          break;
+        }
+      }
+      if (limited) counts.set(name, subscribers.size);
+    }
+    const text = JSON.stringify([...counts]);
+    if (text === lastCounts && Date.now() - lastCountsAt < 10_000) return;
+    await db.reportSubscribers(presence.instance, counts);
+    lastCounts = text;
+    lastCountsAt = Date.now();
+  };
+
   // Retention, when asked for: realtime.prune() until it has no full batch left.
   let pruneTimer: NodeJS.Timeout | undefined;
   const prune = async (): Promise<void> => {
@@ -181,6 +208,10 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       await relay.start();
       await listener.start();
       stats.start();
+      countsTimer = setInterval(() => {
+        reportCounts().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not report subscriber counts'));
+      }, config.statsIntervalMs);
+      countsTimer.unref();
       webhooks?.start();
       if (config.pruneIntervalMs > 0) {
         pruneTimer = setInterval(() => {
@@ -195,6 +226,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     async stop() {
       clearTimeout(rematchTimer);
       clearInterval(pruneTimer);
+      clearInterval(countsTimer);
       await srv.close();
       await presence.stop();
       await listener.stop();

@@ -54,7 +54,10 @@ export interface Db {
   authorizeSubscribeStream(
     identity: Identity,
     channel: string,
-  ): Promise<{ id: string | null; stream: StreamInfo; limits: ChannelLimits }>;
+    instance: string,
+  ): Promise<{ id: string | null; stream: StreamInfo; limits: ChannelLimits; otherSubscribers: number }>;
+  /** Replaces this instance's subscriber counts of channels with a max_subscribers. */
+  reportSubscribers(instance: string, counts: Map<string, number>): Promise<void>;
   /** For each message needing a row check, the indexes (into identities) that may see it now. */
   changeAudience(ids: string[], identities: Identity[]): Promise<Map<string, Set<number>>>;
   /** Registers or refreshes this instance; registered is true when its row was new. */
@@ -100,15 +103,17 @@ export function createDb(pool: pg.Pool): Db {
       });
       return rows[0]?.id ?? null;
     },
-    async authorizeSubscribeStream(identity, channel) {
+    async authorizeSubscribeStream(identity, channel, instance) {
       const { rows } = await pool.query<{
         channel_id: string | null; epoch: string; max_seq: string; pruned_through_seq: string;
         max_subscribers: number | null; publish_rate: number | null; max_message_bytes: number | null;
+        other_subscribers: number;
       }>({
         name: 'realtimed_authorize_subscription',
-        text: `select channel_id, epoch, max_seq, pruned_through_seq, max_subscribers, publish_rate, max_message_bytes
-               from realtime.authorize_subscription($1, $2, $3)`,
-        values: [identity.role, JSON.stringify(identity.claims), channel],
+        text: `select channel_id, epoch, max_seq, pruned_through_seq, max_subscribers, publish_rate, max_message_bytes,
+                      other_subscribers
+               from realtime.authorize_subscription($1, $2, $3, $4)`,
+        values: [identity.role, JSON.stringify(identity.claims), channel, instance],
       });
       const row = rows[0];
       if (!row) throw new Error('realtime.authorize_subscription returned no row');
@@ -116,7 +121,15 @@ export function createDb(pool: pg.Pool): Db {
         id: row.channel_id,
         stream: { epoch: row.epoch, maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) },
         limits: { maxSubscribers: row.max_subscribers, publishRate: row.publish_rate, maxMessageBytes: row.max_message_bytes },
+        otherSubscribers: row.other_subscribers,
       };
+    },
+    async reportSubscribers(instance, counts) {
+      await pool.query({
+        name: 'realtimed_report_subscribers',
+        text: 'select realtime.report_subscribers($1, $2::text[], $3::integer[])',
+        values: [instance, [...counts.keys()], [...counts.values()]],
+      });
     },
     async changeAudience(ids, identities) {
       const { rows } = await pool.query<{ id: string; identity: number }>({

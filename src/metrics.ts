@@ -118,7 +118,7 @@ export function createMetrics(sources: { connections: () => number; subscription
     }),
     limitRejections: new Counter({
       name: 'realtimed_limit_rejections_total',
-      help: 'Requests refused by a limit: connections, user_connections, connect_rate, channel_subscribers, channel_publish_rate, publish_rate, ephemeral_rate, presence_members, http_rate.',
+      help: 'Requests refused by a limit: connections, user_connections, connect_rate, subscriptions, channel_subscribers, channel_publish_rate, publish_rate, ephemeral_rate, message_bytes (a payload or presence state over its cap), presence_members.',
       labelNames: ['limit'],
       registers: [registry],
     }),

@@ -101,6 +101,26 @@ t.test('channel max_subscribers: counted per channel name; an unsubscribe frees 
   t.equal(await rejections(httpUrl, 'channel_subscribers'), 1);
 });
 
+t.test('channel max_subscribers holds across two instances', async (t) => {
+  const db = await createDatabase(t);
+  await rooms(db, 'max_subscribers=2');
+  const one = await startDaemon(t, db, { statsIntervalMs: 100 });
+  const two = await startDaemon(t, db, { statsIntervalMs: 100 });
+  const a = await TestClient.connect(t, one.wsUrl);
+  const b = await TestClient.connect(t, two.wsUrl);
+  const c = await TestClient.connect(t, one.wsUrl);
+  t.equal((await a.subscribe('room:1')).type, 'subscribed', 'one on the first instance');
+  t.equal((await b.subscribe('room:1')).type, 'subscribed', 'one on the second');
+  await settle(400); // a report interval or more
+  t.match(await c.subscribe('room:1'), { type: 'error', code: 'LIMIT_EXCEEDED', limit: 'channel_subscribers' },
+    'a third on the first instance: the second one\'s subscriber counts');
+  await b.request({ type: 'unsubscribe', channel: 'room:1' });
+  await settle(400);
+  t.equal((await c.subscribe('room:1')).type, 'subscribed', 'after the other instance\'s unsubscribe is reported, there is room');
+  const { rows } = await db.pool.query(`select count(*)::int as n from realtime.channel_subscribers where channel_name = 'room:1'`);
+  t.equal(rows[0]?.n, 1, 'only the instance with subscribers reports the channel');
+});
+
 t.test('channel max_message_bytes and publish_rate; an UPDATE of the row applies at once', async (t) => {
   const db = await createDatabase(t);
   await rooms(db, 'max_message_bytes=32');
@@ -116,6 +136,7 @@ t.test('channel max_message_bytes and publish_rate; an UPDATE of the row applies
   for (let i = 0; i < 3; i++) types.push((await alice.request({ type: 'publish', channel: 'room:1', event: 'e', payload: {} })).type);
   t.same(types, ['published', 'error', 'error'], 'publish_rate 2: the burst is 2 (one was taken above)');
   t.match(alice.frames, [], 'no stray frames');
+  t.equal(await rejections(httpUrl, 'message_bytes'), 2, 'both oversized payloads counted');
   t.ok(await rejections(httpUrl, 'channel_publish_rate') >= 1);
 
   await db.pool.query(`update realtime.channels set publish_rate = 1000, max_message_bytes = null where pattern = 'room:%'`);
