@@ -38,3 +38,17 @@ t.test('npm run bench -- --smoke: every scenario, three systems, nothing lost', 
   }
   t.match(run.out, '| target | figure | holds |', 'the table of targets is printed');
 });
+
+t.test('npm run bench:changes -- --smoke: the row check, end to end and a burst, nothing lost', async (t) => {
+  const run = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const child = spawn(process.execPath, ['bench/changes.mjs', '--smoke'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+  t.equal(run.code, 0, `exit 0: every event delivered (${run.err.slice(-1500)})`);
+  for (const part of ['A. realtime.change_audience', 'B. INSERT → event', 'C. one UPDATE of']) t.match(run.out, part, `prints ${part}`);
+  t.match(run.out, /\| private \(row check\) \| (\d+)\/\1 \|/, 'the private stream delivered everything it should');
+});

@@ -1,5 +1,5 @@
 --! Previous: sha1:b85d44fcca9ed487d1840b5a975de369e8706f27
---! Hash: sha1:51ab6d0774b56ca111bf3bb0ce3b0a17469cd5c3
+--! Hash: sha1:ac11831b379fee729b10116f513092e0d3ef5027
 --! Message: channel subscribers across instances
 
 -- realtimed 000010: max_subscribers counted across instances.
@@ -57,21 +57,37 @@ returns table (channel_id uuid, epoch text, max_seq bigint, pruned_through_seq b
                other_subscribers integer)
 language plpgsql volatile set search_path = ''
 as $$
+declare
+  v_stream record;
+  v_id uuid;
+  v_max_subscribers integer;
+  v_publish_rate integer;
+  v_max_message_bytes integer;
+  v_others integer := 0;
 begin
-  return query
-    select a.channel_id, a.epoch, a.max_seq, a.pruned_through_seq, a.max_subscribers, a.publish_rate,
-           a.max_message_bytes,
-           case when a.max_subscribers is null then 0
-                else (select coalesce(pg_catalog.sum(s.subscribers), 0)::integer
-                      from realtime.channel_subscribers s
-                      where s.channel_name = authorize_subscription.channel
-                        and s.instance_id <> authorize_subscription.instance) end
-    from realtime.authorize_subscription(authorize_subscription.role, authorize_subscription.claims,
-                                         authorize_subscription.channel) a;
+  -- One body, no nested wrapper: this runs for every subscribe.
+  select s.epoch, s.max_seq, s.pruned_through_seq into v_stream from realtime.stream_info() s;
+  v_id := realtime.authorize_subscribe(authorize_subscription.role, authorize_subscription.claims,
+                                       authorize_subscription.channel);
+  -- Back to the daemon to read the limits (the client may not see them all).
+  perform pg_catalog.set_config('role', 'none', true);
+  if v_id is not null then
+    select c.max_subscribers, c.publish_rate, c.max_message_bytes
+      into v_max_subscribers, v_publish_rate, v_max_message_bytes
+    from realtime.channels c where c.id = v_id;
+    if v_max_subscribers is not null then
+      select coalesce(pg_catalog.sum(s.subscribers), 0)::integer into v_others
+      from realtime.channel_subscribers s
+      where s.channel_name = authorize_subscription.channel
+        and s.instance_id <> authorize_subscription.instance;
+    end if;
+  end if;
+  return query select v_id, v_stream.epoch, v_stream.max_seq, v_stream.pruned_through_seq,
+                      v_max_subscribers, v_publish_rate, v_max_message_bytes, v_others;
 end
 $$;
 comment on function realtime.authorize_subscription(text, jsonb, text, uuid) is
-  'For the daemon: authorize_subscription(role, claims, channel) plus other_subscribers, the sockets other instances last reported on this channel (0 when it has no max_subscribers). Call it as a single statement.';
+  'For the daemon, one round trip per subscribe: realtime.stream_info() (as the daemon), authorize_subscribe(role, claims, channel) (NULL channel_id when denied), the matched channel''s limits, and other_subscribers, the sockets other instances last reported on this channel (0 when it has no max_subscribers). Call it as a single statement.';
 
 revoke all on realtime.channel_subscribers from public;
 grant select, insert, update, delete on realtime.channel_subscribers to service_role;
