@@ -16,7 +16,7 @@
 //
 // It creates its own database and login role on DATABASE_URL's server and drops both.
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 import { SignJWT } from 'jose';
@@ -24,6 +24,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 
 import { migrate } from '../dist/migrate.js';
+import { benchDatabase, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({
   options: { runs: { type: 'string' }, rows: { type: 'string' }, parts: { type: 'string' }, smoke: { type: 'boolean', default: false } },
@@ -35,29 +36,8 @@ const EVENTS = args.smoke ? 20 : 200;
 const IDENTITIES = args.smoke ? [1, 10] : [1, 10, 100, 1000];
 const PARTS = (args.parts ?? 'A,B,C').split(',');
 
-const SERVER = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const ID = randomBytes(3).toString('hex');
-const DB = `rt_bench_changes_${ID}`;
-const ROLE = `rt_bench_changes_${ID}_daemon`;
-const SECRET = randomBytes(32).toString('hex');
-const dbUrl = (user) => {
-  const u = new URL(SERVER);
-  u.pathname = `/${DB}`;
-  if (user) {
-    u.username = user;
-    u.password = '';
-  }
-  return u.toString();
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const T0 = Date.now();
-const log = (line) => process.stderr.write(`bench: [${((Date.now() - T0) / 1000).toFixed(1)} s] ${line}\n`);
-const quantile = (values, p) => {
-  const sorted = Float64Array.from(values).sort();
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-};
-const median = (values) => quantile(values, 0.5);
-const ms = (n) => `${n.toFixed(n < 10 ? 2 : 0)} ms`;
+const { DB, ROLE, SECRET, dbUrl } = benchDatabase('rt_bench_changes');
+const ms = (n) => (n === null ? 'none' : `${n.toFixed(n < 10 ? 2 : 0)} ms`);
 
 const admin = new pg.Pool({ connectionString: SERVER, max: 1 });
 let db;

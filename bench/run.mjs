@@ -12,7 +12,7 @@
 // It creates its own database (rt_bench_*) and login role on DATABASE_URL's
 // server (default postgres://postgres@127.0.0.1:5432/postgres) and drops both.
 import { fork, spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -22,6 +22,7 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 
 import { migrate } from '../dist/migrate.js';
+import { benchDatabase, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -69,23 +70,7 @@ const only = args.only ? args.only.split(',') : SCENARIOS;
 const SYSTEMS = args.systems ? args.systems.split(',') : ['limit', 'baseline', 'realtimed'];
 const DAEMON_ARGS = args['daemon-args'] ? args['daemon-args'].split(' ') : [];
 
-const SERVER = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const ID = randomBytes(3).toString('hex');
-const DB = `rt_bench_${ID}`;
-const ROLE = `rt_bench_${ID}_daemon`;
-const SECRET = randomBytes(32).toString('hex');
-const dbUrl = (user) => {
-  const u = new URL(SERVER);
-  u.pathname = `/${DB}`;
-  if (user) {
-    u.username = user;
-    u.password = '';
-  }
-  return u.toString();
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const T0 = Date.now();
-const log = (line) => process.stderr.write(`bench: [${((Date.now() - T0) / 1000).toFixed(1)} s] ${line}\n`);
+const { DB, ROLE, SECRET, dbUrl } = benchDatabase('rt_bench');
 
 async function q(url, sql, params) {
   const c = new pg.Client({ connectionString: url });
@@ -98,12 +83,6 @@ async function q(url, sql, params) {
 }
 
 // ---------------------------------------------------------------- statistics
-function quantile(values, p) {
-  if (values.length === 0) return null;
-  const sorted = Float64Array.from(values).sort();
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-const median = (values) => quantile(values, 0.5);
 const round = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? null : Number(n.toFixed(digits)));
 
 /** utime + stime of a process, in seconds. */
