@@ -24,7 +24,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 
 import { migrate } from '../dist/migrate.js';
-import { benchDatabase, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
+import { benchDatabase, listeningPort, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({
   options: { runs: { type: 'string' }, rows: { type: 'string' }, parts: { type: 'string' }, smoke: { type: 'boolean', default: false } },
@@ -82,16 +82,7 @@ async function startDaemon() {
     env: { ...process.env, DATABASE_URL: dbUrl(ROLE), REALTIMED_JWT_SECRET: SECRET },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const port = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /"port":(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`realtimed exited ${code}`)));
-  });
-  child.stdout.resume();
+  const port = await listeningPort(child, 'realtimed');
   return {
     url: `ws://127.0.0.1:${port}/`,
     stop: async () => {

@@ -22,7 +22,7 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 
 import { migrate } from '../dist/migrate.js';
-import { benchDatabase, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
+import { benchDatabase, listeningPort, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -126,17 +126,7 @@ async function startServer(system, extraArgs = []) {
       { env: { ...process.env, DATABASE_URL: dbUrl(ROLE), REALTIMED_JWT_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
   }
-  const port = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /"port":(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-      if (out.length > 100_000) out = out.slice(-10_000);
-    });
-    child.once('exit', (code) => reject(new Error(`${system} exited ${code}`)));
-  });
-  child.stdout.resume();
+  const port = await listeningPort(child, system);
   return {
     url: `ws://127.0.0.1:${port}/`,
     pid: child.pid,

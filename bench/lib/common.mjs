@@ -33,3 +33,18 @@ export function quantile(values, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 export const median = (values) => quantile(values, 0.5);
+
+/** The port a spawned server logs as `"port":N` on stdout (realtimed's start line); rejects if it exits first. */
+export function listeningPort(child, name) {
+  const port = new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /"port":(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+      if (out.length > 100_000) out = out.slice(-10_000);
+    });
+    child.once('exit', (code) => reject(new Error(`${name} exited ${code}`)));
+  });
+  return port.finally(() => child.stdout.resume());
+}
