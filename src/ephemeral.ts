@@ -8,6 +8,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 import type { Identity } from './auth.js';
+import { parseObject } from './protocol.js';
 
 
 function mac(key: string, channel: string, frame: string): string {
@@ -42,14 +43,8 @@ export function signNotification(key: string, channel: string, frame: string): s
 
 /** The channel and frame of a notification whose signature holds, else null. */
 export function verifyNotification(key: string, text: string): { channel: string; frame: string } | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null) return null;
-  const n = value as Record<string, unknown>;
+  const n = parseObject(text);
+  if (n === null) return null;
   if (n['v'] !== 1 || typeof n['channel'] !== 'string' || typeof n['frame'] !== 'string' || typeof n['sig'] !== 'string') {
     return null;
   }

@@ -8,6 +8,7 @@ import pgListen, { type Subscriber } from 'pg-listen';
 import type { Logger } from 'pino';
 
 import type { Metrics } from './metrics.js';
+import { parseObject } from './protocol.js';
 
 export const MESSAGES_CHANNEL = 'realtime_messages';
 export const CHANNELS_CHANNEL = 'realtime_channels';
@@ -51,14 +52,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Reads an envelope; null for anything that is not one (counted as forged). */
 export function parseEnvelope(text: string | undefined, receivedAt: bigint): Envelope | null {
   if (text === undefined || text.length > 2000) return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null) return null;
-  const e = value as Record<string, unknown>;
+  const e = parseObject(text);
+  if (e === null) return null;
   if (e['v'] !== 1 || typeof e['id'] !== 'string' || !UUID.test(e['id'])) return null;
   if (typeof e['seq'] !== 'number' || !Number.isSafeInteger(e['seq']) || typeof e['channel'] !== 'string') return null;
   return { id: e['id'], seq: e['seq'], channel: e['channel'], receivedAt };

@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import type { Identity } from './auth.js';
 import type { Db, PresenceMember } from './db.js';
 import type { Metrics } from './metrics.js';
+import { parseObject } from './protocol.js';
 
 
 export interface PresenceOptions {
@@ -241,12 +242,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     },
     hint(payload) {
       if (payload === undefined || payload.length > 1000) return;
-      let channel: unknown;
-      try {
-        channel = (JSON.parse(payload) as { channel?: unknown }).channel;
-      } catch {
-        return;
-      }
+      const channel = parseObject(payload)?.['channel'];
       if (typeof channel === 'string') schedule(channel);
     },
     resync() {
