@@ -219,17 +219,18 @@ t.test('a token expiring while connected closes with 4001 at exp; a refresh keep
   const db = await createDatabase(t);
   await loadExamples(db);
   const { wsUrl } = await startDaemon(t, db);
-  const short = await TestClient.connect(t, wsUrl, { token: await sign({ sub: ALICE, role: 'authenticated' }, { expiresIn: 1 }) });
+  // exp is whole seconds: expiresIn 2 is 1 to 2 s away (1 could be a millisecond away, expired before the test acts).
+  const short = await TestClient.connect(t, wsUrl, { token: await sign({ sub: ALICE, role: 'authenticated' }, { expiresIn: 2 }) });
   await short.subscribe('orders');
   const started = Date.now();
   t.match(await short.next((f) => f.type === 'error', 4000), { code: 'TOKEN_EXPIRED' });
   t.equal((await short.closed).code, 4001);
   t.ok(Date.now() - started < 3000, 'closed at exp');
 
-  const refreshed = await TestClient.connect(t, wsUrl, { token: await sign({ sub: ALICE, role: 'authenticated' }, { expiresIn: 1 }) });
+  const refreshed = await TestClient.connect(t, wsUrl, { token: await sign({ sub: ALICE, role: 'authenticated' }, { expiresIn: 2 }) });
   await refreshed.subscribe('orders');
   t.same(await refreshed.request({ type: 'auth', token: await userToken(ALICE) }), { type: 'authed', ref: 'r2' });
-  await settle(1800);
+  await settle(2300);
   t.equal(refreshed.ws.readyState, refreshed.ws.OPEN, 'still open after the first token’s exp');
 });
 
