@@ -297,10 +297,10 @@ export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResp
   };
 
   return async (req, res, path) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     let name = 'unknown';
     let status = 500;
     try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
       const [routeName, handler] = await route(req, path, url);
       name = routeName;
       const [code, body] = await handler();

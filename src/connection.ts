@@ -232,6 +232,11 @@ export class Connection implements Subscriber, PresenceWatcher {
       });
   }
 
+  /** A frame handler threw: tell the client, keep the socket. */
+  internalError(): void {
+    this.send(errorFrame('INTERNAL_ERROR', 'the server failed to handle a frame'));
+  }
+
   private send(text: string): void {
     if (!this.closed && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
   }

@@ -7,6 +7,7 @@
 import pgListen, { type Subscriber } from 'pg-listen';
 import type { Logger } from 'pino';
 
+import { guard } from './boundary.js';
 import type { Metrics } from './metrics.js';
 import { parseObject } from './protocol.js';
 
@@ -82,7 +83,7 @@ export function createListener(
         parse: (text: string) => text,
       },
     );
-    s.events.on('notification', (n) => {
+    s.events.on('notification', guard(logger, 'notification', (n: { channel: string; payload?: unknown }) => {
       const receivedAt = process.hrtime.bigint();
       if (n.channel === MESSAGES_CHANNEL) {
         const envelope = parseEnvelope(typeof n.payload === 'string' ? n.payload : undefined, receivedAt);
@@ -97,7 +98,7 @@ export function createListener(
       } else if (n.channel === EPHEMERAL_CHANNEL) {
         handlers.onEphemeral?.(typeof n.payload === 'string' ? n.payload : undefined);
       }
-    });
+    }));
     s.events.on('reconnect', (attempt) => {
       if (attempt === 1) {
         up = false;

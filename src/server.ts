@@ -8,9 +8,10 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 import type { Logger } from 'pino';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 
 import { createApi } from './api.js';
+import { guard, requestTarget } from './boundary.js';
 import { CloseCode } from './errors.js';
 import { Connection, type ConnectionDeps } from './connection.js';
 import { createInspector } from './inspectorHttp.js';
@@ -31,14 +32,14 @@ export interface Server {
   readonly connections: ReadonlySet<Connection>;
 }
 
-function tokenFrom(req: IncomingMessage, url: URL): string | undefined {
+function tokenFrom(req: IncomingMessage, query: URLSearchParams): string | undefined {
   const header = req.headers.authorization;
   if (header !== undefined) {
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (match?.[1]) return match[1];
   }
-  const query = url.searchParams.get('token');
-  return query === null || query === '' ? undefined : query;
+  const token = query.get('token');
+  return token === null || token === '' ? undefined : token;
 }
 
 function refuse(socket: Duplex, status: number, reason: string, body?: { error: string; message: string; retryAfter?: number }): void {
@@ -78,26 +79,33 @@ export function createServer(deps: ServerDeps): Server {
   const api = createApi({ ...deps, counts: () => ({ connections: connections.size, subscriptions: deps.subscriptions() }) });
   const connectRate = new ConnectRateLimiter(config.connectRate, deps.now);
 
-  const http = createHttpServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method === 'GET' && path === '/health') {
-      void health(res);
-    } else if (path !== undefined && path.startsWith('/api/')) {
-      void api(req, res, path);
-    } else if (inspector && req.method === 'GET' && path !== undefined && path.startsWith('/inspector')) {
-      void inspector(req, res, path);
-    } else if (req.method === 'GET' && path === '/metrics') {
-      metrics.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': metrics.registry.contentType });
-          res.end(text);
-        },
-        () => json(res, 500, { error: 'INTERNAL_ERROR' }),
-      );
-    } else {
-      json(res, 404, { error: 'NOT_FOUND', message: `no ${req.method ?? ''} ${path ?? ''} here` });
+  const onRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (requestTarget(req.url) === null) {
+      json(res, 400, { error: 'INVALID_MESSAGE', message: 'the request target must be a path such as /health' });
+      return;
     }
-  });
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (req.method === 'GET' && path === '/health') {
+      await health(res);
+    } else if (path.startsWith('/api/')) {
+      await api(req, res, path);
+    } else if (inspector && req.method === 'GET' && path.startsWith('/inspector')) {
+      await inspector(req, res, path);
+    } else if (req.method === 'GET' && path === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      res.end(text);
+    } else {
+      json(res, 404, { error: 'NOT_FOUND', message: `no ${req.method ?? ''} ${path} here` });
+    }
+  };
+  // A request that throws gets a 500 (or loses its connection), and nothing else does.
+  const http = createHttpServer(
+    guard(logger, 'http request', onRequest, (_err, _req, res) => {
+      if (!res.headersSent) json(res, 500, { error: 'INTERNAL_ERROR', message: 'the server failed to handle this request' });
+      else res.destroy();
+    }),
+  );
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -106,9 +114,13 @@ export function createServer(deps: ServerDeps): Server {
     clientTracking: false,
   });
 
-  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = requestTarget(req.url);
+    if (url === null) {
+      refuse(socket, 400, 'Bad Request');
+      return;
+    }
     if (url.pathname !== config.path) {
       refuse(socket, 404, 'Not Found');
       return;
@@ -126,9 +138,16 @@ export function createServer(deps: ServerDeps): Server {
       refuse(socket, 429, 'Too Many Requests', { error: 'RATE_LIMITED', message: 'too many new connections from this address', retryAfter: wait });
       return;
     }
-    const token = tokenFrom(req, url);
-    wss.handleUpgrade(req, socket, head, (ws) => accept(ws, token));
-  });
+    const token = tokenFrom(req, url.searchParams);
+    wss.handleUpgrade(req, socket, head, guard(logger, 'websocket accept', (ws: WebSocket) => accept(ws, token), (_err, ws) => ws.terminate()));
+  };
+  http.on(
+    'upgrade',
+    guard(logger, 'upgrade', onUpgrade, (_err, _req, socket) => {
+      if (socket.writable) refuse(socket, 500, 'Internal Server Error');
+      socket.destroy();
+    }),
+  );
 
   // Outside the upgrade handler, so a connection's listeners do not keep the
   // upgrade request (headers, head buffer) alive for the life of the socket.
@@ -143,27 +162,37 @@ export function createServer(deps: ServerDeps): Server {
     }
     const connection = new Connection(ws, deps, token);
     connections.add(connection);
-    ws.on('message', (data, isBinary) => connection.onMessage(data, isBinary));
+    ws.on(
+      'message',
+      guard(logger, 'websocket frame', (data: RawData, isBinary: boolean) => connection.onMessage(data, isBinary), () =>
+        connection.internalError(),
+      ),
+    );
     ws.on('pong', () => {
       connection.alive = true;
     });
     ws.on('error', (err) => logger.debug({ err: err.message }, 'socket error'));
-    ws.on('close', () => {
-      connection.dispose();
-      connections.delete(connection);
-    });
+    ws.on(
+      'close',
+      guard(logger, 'websocket close', () => {
+        connections.delete(connection);
+        connection.dispose();
+      }),
+    );
   };
 
   // Protocol-level pings find dead peers; a socket that missed one is dropped.
   const pinger = setInterval(() => {
     for (const connection of connections) {
-      if (!connection.alive) {
-        connection.dispose();
-        connection.ws.terminate();
-        continue;
-      }
-      connection.alive = false;
-      connection.ws.ping();
+      guard(logger, 'ping', () => {
+        if (!connection.alive) {
+          connection.dispose();
+          connection.ws.terminate();
+          return;
+        }
+        connection.alive = false;
+        connection.ws.ping();
+      })();
     }
   }, config.pingIntervalMs);
   pinger.unref();

@@ -7,7 +7,8 @@
  * SKIP LOCKED, statistics are added (+=), never overwritten.
  *
  * The primary only supervises: it forwards SIGTERM/SIGINT, restarts a worker
- * that dies (at most once a second), and exits when all have stopped.
+ * that dies (at most once a second) for as long as it runs, and exits when
+ * all have stopped after a signal.
  */
 import cluster from 'node:cluster';
 
@@ -40,9 +41,11 @@ export function superviseWorkers(count: number, log: (line: string) => void, sto
       log(`worker ${worker.process.pid} exited (${signal ?? exitCode}); starting another`);
       const wait = Math.max(0, lastRestart + 1000 - Date.now());
       lastRestart = Date.now() + wait;
+      // Not unref'd: with every worker dead this timer is what keeps the
+      // primary running until it has started another.
       setTimeout(() => {
         if (!stopping) fork();
-      }, wait).unref();
+      }, wait);
     });
   });
 

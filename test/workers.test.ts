@@ -4,9 +4,11 @@
  * them all.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 import t from 'tap';
 
+import { freePort } from '../src/embedded.js';
 import { BIN } from './helpers/cli.js';
 import { createDatabase, createLoginRole, urlFor } from './helpers/db.js';
 import { loadExamples } from './helpers/daemon.js';
@@ -49,4 +51,64 @@ t.test('--workers 2: one port, two LISTEN connections, each event once per socke
   for (const c of clients) t.equal((await c.closed).code, 1001, 'sockets closed with 1001');
   const after = await db.pool.query(`select count(*)::int as n from pg_stat_activity where application_name like 'realtimed%' and datname = current_database()`);
   t.equal(after.rows[0]?.n, 0, 'no connection left behind');
+});
+
+/** The pids of a process's children (Linux). */
+function childrenOf(pid: number): number[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  } catch {
+    return []; // it has exited
+  }
+  return text === '' ? [] : text.split(/\s+/).map(Number);
+}
+
+t.test('--workers 2: every worker dead while a restart waits, the primary starts new ones and keeps serving', async (t) => {
+  const db = await createDatabase(t);
+  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
+  // A fixed port: with --port 0 the cluster would pick a new one once every worker is gone.
+  const port = await freePort();
+  const child = spawn(process.execPath, [BIN, 'start', '--workers', '2', '--port', String(port), '--log-level', 'info'], {
+    env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: urlFor(db.name, undefined, role), REALTIMED_JWT_SECRET: SECRET },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.teardown(() => void child.kill('SIGKILL'));
+  let logs = '';
+  child.stderr.on('data', (d: Buffer) => (logs += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      logs += d.toString();
+      if ([...logs.matchAll(/"msg":"realtimed listening"/g)].length >= 2) resolve();
+    });
+    void exited.then((code) => reject(new Error(`exited ${code}: ${logs}`)));
+  });
+  const initial = childrenOf(child.pid as number);
+  t.equal(initial.length, 2, 'two workers');
+  // One dies and is replaced at once; then every worker dies while the next
+  // restart waits out its one-second throttle.
+  process.kill(initial[0] as number, 'SIGKILL');
+  const waitFor = Date.now() + 30_000;
+  let first = initial;
+  while (Date.now() < waitFor) {
+    first = childrenOf(child.pid as number);
+    if (first.length === 2 && !first.includes(initial[0] as number)) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  for (const pid of first) process.kill(pid, 'SIGKILL');
+  // Wait for the condition: two new workers, both serving.
+  const deadline = Date.now() + 30_000;
+  let replaced: number[] = [];
+  while (Date.now() < deadline) {
+    replaced = childrenOf(child.pid as number).filter((pid) => !first.includes(pid));
+    const healthy = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false);
+    if (replaced.length === 2 && healthy && [...logs.matchAll(/"msg":"realtimed listening"/g)].length >= 4) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.equal(child.exitCode, null, 'the primary is still running');
+  t.equal(replaced.length, 2, 'it started two new workers');
+  t.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, 'and they serve the same port');
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM still stops it cleanly');
 });
