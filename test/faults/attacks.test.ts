@@ -13,7 +13,9 @@ import { createDatabase, createLoginRole, urlFor, type TestDatabase } from '../h
 import { loadExamples } from '../helpers/daemon.js';
 import { ALICE, sign, unsignedToken, userToken } from '../helpers/jwt.js';
 import { TestClient, type Frame } from '../helpers/ws.js';
-import { record, settle, spawnDaemon, until, type Daemon } from './helpers.js';
+import { record } from './helpers.js';
+import { spawnDaemon, type Daemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
 
 async function setup(t: Tap): Promise<{ db: TestDatabase; daemon: Daemon; healthy: TestClient }> {
   const db = await createDatabase(t);

@@ -6,10 +6,12 @@
 import t from 'tap';
 
 import { createClient } from '../../src/client/index.js';
-import { freePort } from '../../src/embedded.js';
+import { freePort } from '../../src/cli/embedded.js';
 import { createDatabase, createLoginRole, urlFor } from '../helpers/db.js';
 import { createTicks, loadExamples } from '../helpers/daemon.js';
-import { record, settle, spawnDaemon, until } from './helpers.js';
+import { record } from './helpers.js';
+import { spawnDaemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
 
 t.test('kill -9 mid-stream and restart: every client sees every message once, in order', async (t) => {
   const db = await createDatabase(t);

@@ -11,10 +11,12 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 
-import { startEmbedded, type EmbeddedServer } from '../../src/embedded.js';
-import { migrate } from '../../src/migrate.js';
+import { startEmbedded, type EmbeddedServer } from '../../src/cli/embedded.js';
+import { migrate } from '../../src/cli/migrate.js';
 import { TestClient } from '../helpers/ws.js';
-import { record, settle, spawnDaemon, until } from './helpers.js';
+import { record } from './helpers.js';
+import { spawnDaemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
 
 async function cluster(t: Tap) {
   const dir = await mkdtemp(join(tmpdir(), 'realtimed-faults-'));

@@ -14,7 +14,9 @@ import t from 'tap';
 
 import { createDatabase, createLoginRole, urlFor, type TestDatabase } from '../helpers/db.js';
 import { loadExamples } from '../helpers/daemon.js';
-import { metric, record, settle, spawnDaemon, until } from './helpers.js';
+import { record } from './helpers.js';
+import { metric, spawnDaemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
 
 const LOAD = fileURLToPath(new URL('../../bench/lib/load.mjs', import.meta.url));
 const SLOW = fileURLToPath(new URL('./slow-consumers.mjs', import.meta.url));

@@ -9,7 +9,9 @@ import t from 'tap';
 
 import { createDatabase, createLoginRole, urlFor } from '../helpers/db.js';
 import { Receiver } from '../helpers/receiver.js';
-import { record, settle, spawnDaemon, until } from './helpers.js';
+import { record } from './helpers.js';
+import { spawnDaemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
 
 t.test('webhook receiver down 30 s: all delivered after, each once', async (t) => {
   const db = await createDatabase(t);

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/index.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/realtimed.js', import.meta.url));
 

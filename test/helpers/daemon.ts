@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { pino } from 'pino';
 
-import { START_DEFAULTS, type StartConfig } from '../../src/config.js';
-import { createDaemon, type Daemon } from '../../src/daemon.js';
+import { START_DEFAULTS, type StartConfig } from '../../src/cli/options.js';
+import { createDaemon, type Daemon } from '../../src/daemon/index.js';
 import { createLoginRole, urlFor, type TestDatabase, type Teardown } from './db.js';
 import { SECRET } from './jwt.js';
 

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 
 import pg from 'pg';
 
-import { migrate } from '../../src/migrate.js';
+import { migrate } from '../../src/cli/migrate.js';
 
 export const SERVER_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const RUN = process.env['REALTIMED_TEST_RUN'] ?? `solo${process.pid}`;

@@ -1,0 +1,188 @@
+/**
+ * `realtimed doctor`: what production needs, checked against a database and
+ * said in plain words. Each finding is ok, warn (works, but look at it) or
+ * fail (realtimed will not work as it should). Read-only: it changes nothing.
+ */
+import { Option, type Command } from 'commander';
+import pg from 'pg';
+
+import * as q from '../db/doctor.js';
+import { parseDatabaseUrl } from '../db/url.js';
+import { RealtimedError, fromPgError } from './errors.js';
+import type { CliIo } from './io.js';
+import { list, OPTIONS } from './options.js';
+import { loadMigrations } from './sql.js';
+
+export type Level = 'ok' | 'warn' | 'fail';
+
+export interface Finding {
+  level: Level;
+  /** Short name of the check, e.g. "listen". */
+  check: string;
+  message: string;
+}
+
+export interface DoctorOptions {
+  databaseUrl: string | undefined;
+  databaseUrlSource?: string;
+  /** The connection `start --listen-url` would use; default the database URL. */
+  listenUrl?: string | undefined;
+  /** Roles clients act as (start --roles). */
+  roles: string[];
+  /** How long to wait for our own notification. */
+  listenTimeoutMs?: number;
+}
+
+const OLDEST_SERVER = 140000;
+
+/** A SELECT policy on realtime.channels names a pattern if its USING text has it as a literal. */
+function namesPattern(qual: string | null, pattern: string): boolean {
+  if (qual === null) return true; // no USING: every row
+  if (!/\bpattern\b/.test(qual)) return true; // decides by something other than the pattern
+  return qual.includes(`'${pattern.replace(/'/g, "''")}'`);
+}
+
+export async function doctor(options: DoctorOptions): Promise<{ where: string; findings: Finding[] }> {
+  const target = parseDatabaseUrl(options.databaseUrl, options.databaseUrlSource);
+  const findings: Finding[] = [];
+  const add = (level: Level, check: string, message: string): void => {
+    findings.push({ level, check, message });
+  };
+  const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+
+    const server = await q.serverVersion(client);
+    if (server.num < OLDEST_SERVER) add('fail', 'server', `PostgreSQL ${server.version}: realtimed needs 14 or newer`);
+    else add('ok', 'server', `PostgreSQL ${server.version}`);
+
+    const latest = (await loadMigrations()).length;
+    const pkg = await q.packageState(client);
+    if (!pkg.installed) {
+      add('fail', 'schema', 'the realtime package is not installed: run realtimed migrate (or apply realtimed sql)');
+      return { where: target.where, findings };
+    }
+    if (!pkg.readable) {
+      add('fail', 'schema', 'this login may not call realtime.version(): it is not a member of service_role (see login below)');
+    } else {
+      const v = await q.schemaVersion(client);
+      if (v < latest) {
+        add('fail', 'schema', `realtime schema version ${v}, this realtimed needs ${latest}: run realtimed migrate (or realtimed sql --from ${v})`);
+      } else if (v > latest) {
+        add('fail', 'schema', `realtime schema version ${v} is newer than this realtimed knows (${latest}): upgrade realtimed`);
+      } else {
+        add('ok', 'schema', `realtime schema version ${v}, as this realtimed expects`);
+      }
+    }
+
+    const timeout = options.listenTimeoutMs ?? 2000;
+    for (const [name, url] of [['--database-url', target.url], ['--listen-url', options.listenUrl]] as const) {
+      if (url === undefined || (name === '--listen-url' && url === target.url)) continue;
+      const listenTarget = parseDatabaseUrl(url, name);
+      const works = await q.listenWorks(listenTarget.url, timeout).catch(() => false);
+      if (works) add('ok', 'listen', `LISTEN/NOTIFY works on ${name} (${listenTarget.where}): a direct connection`);
+      else if (name === '--database-url' && options.listenUrl !== undefined && options.listenUrl !== target.url) {
+        add('ok', 'listen', `no LISTEN/NOTIFY on ${name} (${listenTarget.where}), a pooler? Fine: --listen-url is checked below`);
+      } else {
+        add('fail', 'listen', `a LISTEN on ${name} (${listenTarget.where}) did not hear a NOTIFY from another session within ${timeout} ms: LISTEN does not work through a transaction-mode pooler; give realtimed start --listen-url a direct connection`);
+      }
+    }
+
+    const wanted = [...new Set([...options.roles, 'service_role'])];
+    const roles = await q.roleMemberships(client, wanted);
+    const missing = roles.filter((r) => !r.exists).map((r) => r.role);
+    if (missing.length > 0) add('fail', 'roles', `missing roles: ${missing.join(', ')} (realtimed migrate creates anon, authenticated and service_role)`);
+    else add('ok', 'roles', `roles ${wanted.join(', ')} exist`);
+    const login = await q.login(client);
+    const notMember = roles.filter((r) => r.exists && !r.member).map((r) => r.role);
+    if (login.super || login.bypass) {
+      add('warn', 'login', `${login.name} is a ${login.super ? 'superuser' : 'BYPASSRLS role'}: run realtimed start as a plain login role granted ${wanted.join(', ')} (docs/sql.md)`);
+    } else if (notMember.length > 0) {
+      add('fail', 'login', `${login.name} is not a member of ${notMember.join(', ')}: realtimed start needs "grant ${wanted.join(', ')} to ${login.name}"`);
+    } else {
+      add('ok', 'login', `${login.name} has the minimal grants (member of ${wanted.join(', ')}, no superuser)`);
+    }
+
+    const off = (await q.rowSecurity(client)).filter((r) => !r.on).map((r) => `realtime.${r.name}`);
+    if (off.length > 0) add('fail', 'rls', `row-level security is OFF on ${off.join(', ')}: every client could subscribe or publish everywhere; alter table ... enable row level security`);
+    else add('ok', 'rls', 'row-level security is on for realtime.channels and realtime.messages');
+
+    // Subscribe policies per channel pattern: a policy for a client role that names the pattern or does not look at it.
+    const policies = (await q.subscribePolicies(client)).filter((p) => p.roles.some((r) => r === 'public' || options.roles.includes(r)));
+    const channels = await q.enabledPatterns(client);
+    if (channels.length === 0) {
+      add('warn', 'channels', 'no enabled channel: insert into realtime.channels (pattern) values (...)');
+    } else if (policies.length === 0) {
+      add('warn', 'policies', `no SELECT policy on realtime.channels for ${options.roles.join(', ')}: clients can subscribe to none of the ${channels.length} channels`);
+    } else {
+      const orphans = channels.filter((pattern) => !policies.some((p) => namesPattern(p.qual, pattern)));
+      if (orphans.length > 0) {
+        add('warn', 'policies', `nobody but service_role can subscribe to ${orphans.map((p) => `'${p}'`).join(', ')}: no SELECT policy for ${options.roles.join(', ')} names the pattern`);
+      } else {
+        add('ok', 'policies', `every enabled channel (${channels.length}) has a SELECT policy that can let clients subscribe`);
+      }
+    }
+    // Change streams: the row check means something only under the source table's RLS.
+    for (const stream of await q.rowCheckedStreams(client, options.roles)) {
+      if (!stream.rls) {
+        add('warn', 'changes', `${stream.source} streams its changes with a row check, but its row-level security is off: every subscriber with SELECT on it sees every row; enable RLS or mark the stream public`);
+      } else if (stream.readers.length === 0) {
+        add('warn', 'changes', `${stream.source} streams its changes, but none of ${options.roles.join(', ')} may SELECT it: no subscriber will receive its insert and update events`);
+      } else {
+        add('ok', 'changes', `${stream.source}: changes checked against its row-level security for ${stream.readers.join(', ')}`);
+      }
+    }
+
+    const demo = await q.demoPolicies(client);
+    if (demo > 0) add('warn', 'demo', `the DEMO policies of realtimed dev are installed (${demo}): drop them before real users connect (sql/demo.sql says how)`);
+
+    const prune = await q.pruneJob(client);
+    if (prune.job) add('ok', 'retention', 'a pg_cron job runs realtime.prune()');
+    else {
+      add('warn', 'retention', `${prune.cron ? 'no pg_cron job runs' : 'pg_cron is not installed, so nothing schedules'} realtime.prune(): messages are kept until pruned; schedule it (README) or run one realtimed start with --prune-interval`);
+    }
+    return { where: target.where, findings };
+  } catch (err) {
+    throw fromPgError(err, target.where);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** The report as people read it; the last line counts. */
+export function formatFindings(where: string, findings: Finding[]): string {
+  const label: Record<Level, string> = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' };
+  const count = (level: Level): number => findings.filter((f) => f.level === level).length;
+  return [
+    `realtimed doctor: ${where}`,
+    ...findings.map((f) => `  ${label[f.level]}  ${f.check.padEnd(9)} ${f.message}`),
+    `${count('ok')} ok, ${count('warn')} warnings, ${count('fail')} problems`,
+    '',
+  ].join('\n');
+}
+
+export function addDoctorCommand(program: Command, io: CliIo): void {
+  program
+    .command('doctor')
+    .description('Check a database for what realtimed needs in production, in plain words; changes nothing. Exit 1 on a problem.')
+    .addOption(new Option('--database-url <url>', 'the database realtimed start will use').env('DATABASE_URL'))
+    .addOption(new Option('--listen-url <url>', 'the direct connection start --listen-url will use').env('REALTIMED_LISTEN_URL'))
+    .addOption(
+      new Option('--roles <list>', 'roles client tokens carry (start --roles)')
+        .env(OPTIONS.roles.env)
+        .default(OPTIONS.roles.default, JSON.stringify(OPTIONS.roles.default.join(',')))
+        .argParser(list),
+    )
+    .action(async (opts: { databaseUrl?: string; listenUrl?: string; roles: string[] }) => {
+      const { where, findings } = await doctor({
+        databaseUrl: opts.databaseUrl,
+        databaseUrlSource: '--database-url or DATABASE_URL',
+        listenUrl: opts.listenUrl,
+        roles: opts.roles,
+      });
+      io.out(formatFindings(where, findings));
+      const problems = findings.filter((f) => f.level === 'fail').length;
+      if (problems > 0) throw new RealtimedError('RT_ERR_DOCTOR', `${problems} problem${problems === 1 ? '' : 's'} found (FAIL lines above)`);
+    });
+}

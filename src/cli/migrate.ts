@@ -1,0 +1,143 @@
+/**
+ * `realtimed migrate`: the committed migrations through graphile-migrate's
+ * Node API, after refusing databases it must not touch. A no-op when current.
+ */
+import { migrate as graphileMigrate } from 'graphile-migrate';
+// graphile-migrate keeps its pool 200 ms after use and exits the process if an
+// idle connection of it errors; release it as soon as the run is over.
+import { clearAllPools } from 'graphile-migrate/dist/pgReal.js';
+import { Logger } from '@graphile/logger';
+import type { Command } from 'commander';
+import pg from 'pg';
+
+import { beginMigration, installState, type InstallState } from '../db/install.js';
+import { parseDatabaseUrl } from '../db/url.js';
+import { RealtimedError, fromPgError } from './errors.js';
+import type { CliIo } from './io.js';
+import { MIGRATIONS_FOLDER, loadMigrations, type Migration } from './sql.js';
+
+export interface MigrateOptions {
+  databaseUrl: string | undefined;
+  /** Where the URL came from, for error messages (default --database-url). */
+  databaseUrlSource?: string;
+  /** Defaults to the package's own sql/ folder. */
+  migrationsFolder?: string;
+  /** Progress lines for people ("applying 000001-foundation.sql"). */
+  log?: (line: string) => void;
+}
+
+export interface MigrateResult {
+  /** Schema version before and after. */
+  from: number;
+  to: number;
+  applied: string[];
+}
+
+/** Refuses databases realtimed must not migrate, with the way out in the message. */
+function check(state: InstallState, migrations: Migration[]): number {
+  const ours = new Set(migrations.map((m) => m.hash));
+  const foreign = (state.chain ?? []).filter((row) => !ours.has(row.hash));
+  if (foreign.length > 0) {
+    const last = foreign[foreign.length - 1]?.filename ?? '';
+    throw new RealtimedError(
+      'RT_ERR_FOREIGN_CHAIN',
+      `this database's graphile_migrate schema holds another migration chain (${foreign.length} migrations, last ${last}); ` +
+        'graphile-migrate keeps one chain per database, so realtimed will not add its own. ' +
+        'Install with the plain script instead: realtimed sql | psql -v ON_ERROR_STOP=1 -d <database> ' +
+        '(or add its output to your own migrations). Nothing was changed.',
+    );
+  }
+  const installed = (state.chain ?? []).length;
+  if (state.scriptVersion > installed) {
+    throw new RealtimedError(
+      'RT_ERR_SCRIPT_INSTALLED',
+      `realtime version ${state.scriptVersion} was installed or upgraded from the plain script (realtimed sql), not by realtimed migrate; ` +
+        `upgrade it the same way: realtimed sql --from ${state.scriptVersion} | psql -v ON_ERROR_STOP=1 -d <database>. Nothing was changed.`,
+    );
+  }
+  if (state.foreignRealtimeSchema) {
+    throw new RealtimedError(
+      'RT_ERR_FOREIGN_SCHEMA',
+      'a schema named "realtime" already exists and was not created by realtimed; rename or drop it first. Nothing was changed.',
+    );
+  }
+  return installed;
+}
+
+/**
+ * Applies the committed migrations through graphile-migrate's Node API.
+ * A no-op when the database is current.
+ */
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const target = parseDatabaseUrl(options.databaseUrl, options.databaseUrlSource);
+  const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
+  const migrations = await loadMigrations(migrationsFolder);
+  const log = options.log ?? (() => {});
+
+  const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => {}); // reported by the query that fails
+  try {
+    await client.connect();
+    await beginMigration(client);
+    const before = check(await installState(client), migrations);
+    if (before === migrations.length) {
+      return { from: before, to: before, applied: [] };
+    }
+    const applied: string[] = [];
+    const logger = new Logger(() => (level, message) => {
+      const running = /Running migration '([^']+)'/.exec(message);
+      if (running?.[1]) {
+        applied.push(running[1]);
+        log(`applying ${running[1]}`);
+      } else if (level === 'error' || level === 'warning') {
+        log(message);
+      }
+    });
+    try {
+      await graphileMigrate({ connectionString: target.url, migrationsFolder, logger });
+    } finally {
+      clearAllPools();
+    }
+    const after = check(await installState(client), migrations);
+    return { from: before, to: after, applied };
+  } catch (err) {
+    throw fromMigrationError(err, target.where);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function fromMigrationError(err: unknown, where: string): RealtimedError {
+  if (err instanceof RealtimedError) return err;
+  const e = err as { code?: unknown; message?: unknown; hint?: unknown };
+  // Our migrations' own guards (raise exception): P0001 with a readable message.
+  if (e.code === 'P0001' && typeof e.message === 'string') {
+    const hint = typeof e.hint === 'string' && e.hint ? ` (${e.hint})` : '';
+    return new RealtimedError('RT_ERR_MIGRATION', `${e.message}${hint}`, { cause: err });
+  }
+  if (typeof e.message === 'string' && /Hash for .* does not match/.test(e.message)) {
+    return new RealtimedError('RT_ERR_MIGRATION', e.message, { cause: err });
+  }
+  return fromPgError(err, where);
+}
+
+export function addMigrateCommand(program: Command, io: CliIo): void {
+  program
+    .command('migrate')
+    .description(
+      'Install or upgrade the realtime SQL package in an existing database (graphile-migrate); a no-op when current.',
+    )
+    .option('--database-url <url>', 'PostgreSQL connection URL (default: $DATABASE_URL)')
+    .action(async (opts: { databaseUrl?: string }) => {
+      const result = await migrate({
+        databaseUrl: opts.databaseUrl ?? io.env['DATABASE_URL'],
+        databaseUrlSource: opts.databaseUrl === undefined ? 'DATABASE_URL' : '--database-url',
+        log: (line) => io.err(`realtimed migrate: ${line}\n`),
+      });
+      io.out(
+        result.applied.length === 0
+          ? `realtime schema is up to date (version ${result.to})\n`
+          : `realtime schema migrated from version ${result.from} to ${result.to} (${result.applied.length} applied)\n`,
+      );
+    });
+}

@@ -1,0 +1,156 @@
+/**
+ * `realtimed start` as a library: wiring only. Each part is its own module
+ * and takes what it uses; only src/cli/ reads the environment.
+ *
+ *   listener ──hints──▶ relay ──frames──▶ hub ──▶ subscriptions ──▶ sockets
+ *      │                                   ▲
+ *      ├─▶ ephemeral (verified) ───────────┘
+ *      ├─▶ presence, rematch, webhooks (wake-ups)
+ *   http server ──upgrade──▶ socket/connection ──▶ db (as the client)
+ */
+import type { AddressInfo } from 'node:net';
+
+import type pg from 'pg';
+import type { Logger } from 'pino';
+
+import type { StartConfig } from '../cli/options.js';
+import { createDb } from '../db/index.js';
+import { createServer, type Server } from '../http/server.js';
+import { createAuthenticator } from './auth.js';
+import { errorText } from './boundary.js';
+import { createEphemeral } from './ephemeral.js';
+import { Hub } from './hub.js';
+import { UserConnections } from './limits.js';
+import { createListener, type Listener } from './listener.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { createPresence, type Presence } from './presence.js';
+import { createRelay, type Relay } from './relay.js';
+import { createRematch } from './rematch.js';
+import { createRetention } from './retention.js';
+import type { Subscription } from './socket/subscription.js';
+import { createStats, type Stats } from './statistics.js';
+import { createSubscriberCounts } from './subscriberCounts.js';
+import { createWebhooks, type Webhooks } from './webhooks.js';
+
+export interface DaemonDeps {
+  config: StartConfig;
+  /** Pooled connections for checks and publishes (may go through a transaction pooler). */
+  pool: pg.Pool;
+  logger: Logger;
+  /** Milliseconds since the epoch; tests move it. */
+  now?: () => number;
+}
+
+export interface Daemon {
+  start(): Promise<AddressInfo>;
+  stop(): Promise<void>;
+  readonly metrics: Metrics;
+  readonly server: Server;
+  readonly relay: Relay;
+  readonly listener: Listener;
+  readonly stats: Stats;
+  readonly webhooks: Webhooks | null;
+  readonly presence: Presence;
+}
+
+export function createDaemon(deps: DaemonDeps): Daemon {
+  const { config, pool, logger } = deps;
+  const now = deps.now ?? Date.now;
+  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
+  const db = createDb(pool);
+  const hub = new Hub<Subscription>();
+
+  let server: Server | undefined;
+  const metrics = createMetrics({ connections: () => server?.connections.size ?? 0, subscriptions: () => hub.size });
+  const auth = createAuthenticator({ ...config, now });
+  const stats = createStats({ db, logger }, config.statsIntervalMs);
+  const presence = createPresence(
+    { db, logger, metrics, now },
+    {
+      maxMembers: config.maxPresenceMembers,
+      maxStateBytes: config.maxPresenceBytes,
+      throttleMs: config.presenceThrottleMs,
+      heartbeatMs: config.presenceHeartbeatMs,
+      timeoutMs: config.presenceTimeoutMs,
+    },
+  );
+  const ephemeral = createEphemeral({ db, hub, metrics, logger, now });
+  const relay = createRelay({ db, hub, metrics, logger, stats }, { recoveryIntervalMs: config.recoveryIntervalMs });
+  const webhooks = config.webhooks
+    ? createWebhooks(
+        { db, logger, metrics, now },
+        {
+          secret: config.webhookSecret,
+          timeoutMs: config.webhookTimeoutMs,
+          perUrl: config.webhookConcurrency,
+          maxInFlight: config.webhookMaxInFlight,
+          sweepMs: config.webhookSweepMs,
+          userAgent: 'realtimed',
+        },
+      )
+    : null;
+  const rematch = createRematch({ db, hub, logger });
+  const counts = createSubscriberCounts({ db, hub, instance: presence.instance, logger }, config.statsIntervalMs);
+  const retention = createRetention({ db, logger }, config.pruneIntervalMs);
+
+  const listener = createListener(
+    { url: config.listenUrl, logger, metrics },
+    {
+      onMessage: (envelope) => relay.enqueue(envelope),
+      onChannelsChanged: () => rematch.schedule(),
+      onWebhooksDue: () => webhooks?.wake(),
+      onPresence: (payload) => presence.hint(payload),
+      onEphemeral: (payload) => ephemeral.onNotification(payload),
+      onDisconnected: () => relay.pause(),
+      onConnected: () => {
+        relay.resync();
+        rematch.schedule();
+        webhooks?.wake();
+        presence.resync();
+        if (!ephemeral.ready) {
+          ephemeral.load().catch((err: unknown) => logger.warn({ err: errorText(err) }, 'could not read realtime.notify_key'));
+        }
+      },
+    },
+  );
+  const srv = createServer({
+    config, db, auth, hub, metrics, logger, now, listener, presence, ephemeral,
+    users: new UserConnections(config.maxConnectionsPerUser),
+  });
+  server = srv;
+
+  return {
+    metrics,
+    server: srv,
+    relay,
+    listener,
+    stats,
+    webhooks,
+    presence,
+    async start() {
+      await ephemeral.load();
+      await presence.start();
+      await relay.start();
+      await listener.start();
+      stats.start();
+      counts.start();
+      webhooks?.start();
+      retention.start();
+      const address = await srv.listen();
+      logger.info({ host: address.address, port: address.port, path: config.path }, 'realtimed listening');
+      return address;
+    },
+    async stop() {
+      rematch.stop();
+      retention.stop();
+      counts.stop();
+      await srv.close();
+      await presence.stop();
+      await listener.stop();
+      await relay.stop();
+      await webhooks?.stop();
+      await stats.stop();
+      logger.info('realtimed stopped');
+    },
+  };
+}

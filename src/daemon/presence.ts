@@ -1,0 +1,257 @@
+/**
+ * Presence across instances. The database holds the members
+ * (realtime.presence, one row per socket and channel); each instance keeps,
+ * for the channels its sockets watch, the member map it last read, and on a
+ * hint (NOTIFY realtime_presence, only a channel name) reads it again and
+ * sends the difference. Re-reads of one channel are throttled, so churn
+ * costs at most one read and one presence_diff per channel per throttle
+ * period, whatever the number of joins and leaves.
+ *
+ * Crash bound: every instance heartbeats each heartbeatMs; one silent for
+ * timeoutMs is removed, with its members, by the next heartbeat of any other
+ * instance. Its members leave within timeoutMs + heartbeatMs + throttleMs.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
+import type { Logger } from 'pino';
+
+import type { Db } from '../db/index.js';
+import type { Identity } from '../db/identity.js';
+import type { PresenceMember } from '../db/presence.js';
+import { parseObject } from '../protocol/frames.js';
+import type { Metrics } from './metrics.js';
+
+
+export interface PresenceOptions {
+  maxMembers: number;
+  maxStateBytes: number;
+  throttleMs: number;
+  heartbeatMs: number;
+  timeoutMs: number;
+}
+
+/** A socket that asked for presence on a channel. */
+export interface PresenceWatcher {
+  sendText(text: string): void;
+}
+
+type Members = Map<string, { state: Record<string, unknown>; connections: number }>;
+
+interface Watched {
+  members: Members;
+  watchers: Set<PresenceWatcher>;
+  /** The read in progress, if any; `again` asks for another after it. */
+  running: Promise<void> | null;
+  again: boolean;
+  timer: NodeJS.Timeout | undefined;
+  lastRead: number;
+}
+
+export interface Presence {
+  readonly instance: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Starts watching a channel for a socket; resolves with the current members (presence_state). */
+  watch(channel: string, watcher: PresenceWatcher): Promise<Record<string, Record<string, unknown>>>;
+  unwatch(channel: string, watcher: PresenceWatcher): void;
+  /** Sets a socket's state on a channel (authorized in SQL like a publish). */
+  track(connection: string, identity: Identity, channel: string, state: Record<string, unknown>): Promise<string>;
+  /** A socket leaves presence on these channels (all when null). */
+  untrack(connection: string, channels: string[] | null): Promise<void>;
+  /** A NOTIFY realtime_presence arrived. */
+  hint(payload: string | undefined): void;
+  /** LISTEN came back: hints may have been lost, read every watched channel again. */
+  resync(): void;
+  members(channel: string): Promise<PresenceMember[]>;
+}
+
+function toObject(members: Members): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [key, m] of members) out[key] = m.state;
+  return out;
+}
+
+export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics; now: () => number }, options: PresenceOptions): Presence {
+  const { db, logger, metrics } = deps;
+  const instance = randomUUID();
+  const watched = new Map<string, Watched>();
+  /** What this instance's sockets set, to re-send if another instance removed us. */
+  const tracked = new Map<string, Map<string, { identity: Identity; state: Record<string, unknown> }>>();
+  /** Leaves the database did not take (it was away): tried again each heartbeat. */
+  const pendingLeaves: { connection: string; channels: string[] | null }[] = [];
+  let heartbeat: NodeJS.Timeout | undefined;
+  let beats = 0;
+  let stopped = false;
+
+  const read = async (channel: string, w: Watched): Promise<void> => {
+    w.lastRead = deps.now();
+    const rows = await db.presenceMembers([channel]);
+    const next: Members = new Map(rows.map((r) => [r.key, { state: r.state, connections: r.connections }]));
+    const joins: Record<string, Record<string, unknown>> = {};
+    const leaves: Record<string, Record<string, unknown>> = {};
+    let changed = false;
+    for (const [key, m] of next) {
+      const before = w.members.get(key);
+      if (!before || JSON.stringify(before.state) !== JSON.stringify(m.state)) {
+        joins[key] = m.state;
+        changed = true;
+      }
+    }
+    for (const [key, m] of w.members) {
+      if (!next.has(key)) {
+        leaves[key] = m.state;
+        changed = true;
+      }
+    }
+    w.members = next;
+    if (!changed || w.watchers.size === 0) return;
+    const frame = JSON.stringify({ type: 'presence_diff', channel, joins, leaves });
+    for (const watcher of w.watchers) watcher.sendText(frame);
+    metrics.presenceDiffs.inc(w.watchers.size);
+  };
+
+  /** Reads a channel again now, or once the throttle period has passed. */
+  const schedule = (channel: string): void => {
+    const w = watched.get(channel);
+    if (!w || w.timer) return;
+    if (w.running) {
+      w.again = true;
+      return;
+    }
+    const delay = Math.max(0, w.lastRead + options.throttleMs - deps.now());
+    w.timer = setTimeout(() => {
+      w.timer = undefined;
+      w.running = read(channel, w)
+        .catch((err: unknown) => {
+          logger.warn({ err: (err as Error).message, channel }, 'could not read presence; trying again');
+          w.again = true;
+        })
+        .finally(() => {
+          w.running = null;
+          if (w.again && watched.get(channel) === w && !stopped) {
+            w.again = false;
+            schedule(channel);
+          }
+        });
+    }, delay);
+    w.timer.unref();
+  };
+
+  const beat = async (): Promise<void> => {
+    const { registered } = await db.instanceHeartbeat(instance, options.timeoutMs, hostname(), process.pid);
+    beats++;
+    while (pendingLeaves.length > 0) {
+      const leave = pendingLeaves[0] as { connection: string; channels: string[] | null };
+      await db.presenceUntrack(leave.connection, leave.channels);
+      pendingLeaves.shift();
+    }
+    if (registered && beats > 1) {
+      // Another instance took us for dead (we could not heartbeat): our members
+      // were removed with our row. Put back what our sockets still hold.
+      logger.warn('this instance had been removed for missing heartbeats; restoring its presence');
+      for (const [connection, channels] of tracked) {
+        for (const [channel, t] of channels) {
+          await db.presenceTrack(
+            { instance, connection, identity: t.identity, channel, state: t.state },
+            { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes },
+          ).catch((err: unknown) => logger.warn({ err: (err as Error).message, channel }, 'could not restore presence'));
+        }
+      }
+    }
+  };
+
+  return {
+    instance,
+    async start() {
+      await beat().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'presence heartbeat failed'));
+      heartbeat = setInterval(() => {
+        beat().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'presence heartbeat failed'));
+      }, options.heartbeatMs);
+      heartbeat.unref();
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(heartbeat);
+      for (const w of watched.values()) clearTimeout(w.timer);
+      await db.instanceStop(instance).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not remove this instance'));
+    },
+    async watch(channel, watcher) {
+      let w = watched.get(channel);
+      if (!w) {
+        w = { members: new Map(), watchers: new Set(), running: null, again: false, timer: undefined, lastRead: 0 };
+        watched.set(channel, w);
+        w.watchers.add(watcher);
+        // The first watcher here: read the members (no diff goes out for them).
+        const first = w;
+        first.running = (async () => {
+          first.lastRead = deps.now();
+          const rows = await db.presenceMembers([channel]);
+          first.members = new Map(rows.map((r) => [r.key, { state: r.state, connections: r.connections }]));
+        })().finally(() => {
+          first.running = null;
+          if (first.again && watched.get(channel) === first) {
+            first.again = false;
+            schedule(channel);
+          }
+        });
+        try {
+          await first.running;
+        } catch (err) {
+          first.watchers.delete(watcher);
+          if (first.watchers.size === 0) watched.delete(channel);
+          throw err;
+        }
+        return toObject(first.members);
+      }
+      w.watchers.add(watcher);
+      if (w.running) await w.running.catch(() => {});
+      return toObject(w.members);
+    },
+    unwatch(channel, watcher) {
+      const w = watched.get(channel);
+      if (!w) return;
+      w.watchers.delete(watcher);
+      if (w.watchers.size === 0) {
+        clearTimeout(w.timer);
+        watched.delete(channel);
+      }
+    },
+    async track(connection, identity, channel, state) {
+      const key = await db.presenceTrack(
+        { instance, connection, identity, channel, state },
+        { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes },
+      );
+      let channels = tracked.get(connection);
+      if (!channels) tracked.set(connection, (channels = new Map()));
+      channels.set(channel, { identity, state });
+      return key;
+    },
+    async untrack(connection, channels) {
+      const mine = tracked.get(connection);
+      if (!mine) return;
+      const leaving = channels === null ? [...mine.keys()] : channels.filter((c) => mine.has(c));
+      if (leaving.length === 0) return;
+      for (const c of leaving) mine.delete(c);
+      if (mine.size === 0) tracked.delete(connection);
+      const leave = { connection, channels: channels === null ? null : leaving };
+      try {
+        await db.presenceUntrack(leave.connection, leave.channels);
+      } catch (err) {
+        pendingLeaves.push(leave);
+        throw err;
+      }
+    },
+    hint(payload) {
+      if (payload === undefined || payload.length > 1000) return;
+      const channel = parseObject(payload)?.['channel'];
+      if (typeof channel === 'string') schedule(channel);
+    },
+    resync() {
+      for (const channel of watched.keys()) schedule(channel);
+    },
+    members(channel) {
+      return db.presenceMembers([channel]);
+    },
+  };
+}

@@ -1,0 +1,269 @@
+/**
+ * One socket's subscription to one channel: the channel it matched, its
+ * filter and limits, the channel's publish rate for this socket, its replay
+ * seam, its presence, and its clean-up. close() undoes everything open() and
+ * the frames after it set up, whichever way the subscription ends.
+ *
+ * The seam: the subscription is in the hub before the check, with live
+ * events held back. The stream position the check reads comes after that
+ * point, so the replay (seq > since, up to that position) and the live
+ * events meet with no gap and no duplicate. Denied, the held events are
+ * dropped unseen.
+ */
+import type { Logger } from 'pino';
+
+import type { Db } from '../../db/index.js';
+import type { Identity } from '../../db/identity.js';
+import type { ChannelLimits } from '../../db/subscriptions.js';
+import { WireError } from '../../protocol/errors.js';
+import type { Filter } from '../../protocol/filter.js';
+import { errorFrame, serverFrame, type ClientFrame } from '../../protocol/frames.js';
+import { wireErrorFromPg } from '../../db/errors.js';
+import { errorText } from '../boundary.js';
+import type { Hub, Subscriber } from '../hub.js';
+import { TokenBucket } from '../limits.js';
+import type { Metrics } from '../metrics.js';
+import type { Presence, PresenceWatcher } from '../presence.js';
+import { readReplay } from './replay.js';
+
+/** How long ids sent by a replay are remembered against late notifications. */
+const REPLAY_DEDUPE_MS = 30_000;
+
+export type SubscribeFrame = Extract<ClientFrame, { type: 'subscribe' }>;
+
+/** What a subscription needs of its socket. */
+export interface SubscriptionOwner {
+  /** Random per socket: its presence rows carry it. */
+  readonly id: string;
+  readonly identity: Identity | null;
+  readonly closed: boolean;
+  /** A reply, presence or error frame. */
+  send(text: string): void;
+  /** An event frame; false if the socket could not take it. */
+  write(frame: Buffer): boolean;
+  /** Ends this subscription and tells the client why. */
+  drop(channel: string, reason: 'CHANNEL_CLOSED' | 'UNAUTHORIZED'): void;
+  /** Authorizes the subscription again, in the socket's frame order. */
+  reauthorize(channel: string): void;
+}
+
+export interface SubscriptionDeps {
+  db: Pick<Db, 'authorizeSubscribe' | 'authorizeSubscription' | 'streamInfo' | 'replayRelayFrames' | 'changeAudience'>;
+  hub: Hub;
+  presence: Presence;
+  metrics: Metrics;
+  logger: Logger;
+  now: () => number;
+  config: { maxReplay: number };
+}
+
+export class Subscription implements Subscriber, PresenceWatcher {
+  /** The channel row it matched when authorized; null until then. */
+  channelId: string | null = null;
+  filter: Filter | undefined;
+  limits: ChannelLimits | undefined;
+  /** The channel's publish_rate, for this socket. */
+  private publishBucket: TokenBucket | undefined;
+  /** Live events held back while the replay is read and sent. */
+  private held: { id: string; frame: Buffer }[] | null = null;
+  /** Ids the replay sent: their notifications may still be on the way. */
+  private replayed: { ids: Set<string>; until: number } | null = null;
+  private watching = false;
+  private closed = false;
+
+  constructor(
+    readonly owner: SubscriptionOwner,
+    readonly channel: string,
+    private readonly deps: SubscriptionDeps,
+  ) {}
+
+  get identity(): Identity | null {
+    return this.owner.identity;
+  }
+
+  sendEvent(frame: Buffer, id: string): boolean {
+    if (this.closed || this.owner.closed) return false;
+    if (this.held) {
+      this.held.push({ id, frame });
+      return true;
+    }
+    if (this.replayed) {
+      if (this.replayed.until < this.deps.now()) this.replayed = null;
+      else if (this.replayed.ids.has(id)) return true;
+    }
+    return this.owner.write(frame);
+  }
+
+  /** A presence frame (presence_state, presence_diff). */
+  sendText(text: string): void {
+    if (!this.closed) this.owner.send(text);
+  }
+
+  /**
+   * Authorizes the subscription, replays what `since` asks for and sends
+   * "subscribed". Throws WireError; then nothing of it is left in the hub.
+   */
+  async open(frame: SubscribeFrame): Promise<void> {
+    const { channel, ref, since, epoch } = frame;
+    const identity = this.identity;
+    if (!identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
+    this.held = [];
+    this.filter = frame.filter?.conditions;
+    this.deps.hub.add(this);
+    try {
+      const auth = await this.authorize(identity);
+      if (this.owner.closed) {
+        this.close();
+        return;
+      }
+      if (auth.id === null) throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+      // This instance's sockets (this one included) and the others' last reports.
+      const max = auth.limits.maxSubscribers;
+      if (max !== null && this.deps.hub.countOf(channel) + auth.otherSubscribers > max) {
+        this.deps.metrics.limitRejections.inc({ limit: 'channel_subscribers' });
+        throw new WireError('LIMIT_EXCEEDED', `this channel takes at most ${max} subscribers`, { limit: 'channel_subscribers' });
+      }
+      this.channelId = auth.id;
+      this.limits = auth.limits;
+      const replay =
+        since === undefined
+          ? { frames: [], unavailable: null }
+          : await readReplay(
+              { db: this.deps.db, maxReplay: this.deps.config.maxReplay },
+              identity,
+              channel,
+              this.filter,
+              { since, epoch },
+              auth.stream,
+            );
+      if (this.owner.closed) return;
+      if (replay.unavailable !== null) {
+        this.owner.send(errorFrame('REPLAY_UNAVAILABLE', replay.unavailable, { ref, channel, epoch: auth.stream.epoch }));
+      }
+      this.owner.send(
+        serverFrame({ type: 'subscribed', channel, ref, epoch: auth.stream.epoch, seq: auth.stream.maxSeq, filter: frame.filter?.text }),
+      );
+      const replayed = new Set<string>();
+      for (const row of replay.frames) {
+        replayed.add(row.id);
+        this.owner.write(Buffer.from(row.frame));
+      }
+      for (const event of this.held) if (!replayed.has(event.id)) this.owner.write(event.frame);
+      // Notifications of replayed messages can arrive after the seam; the relay's
+      // recovery pass settles within a few periods, so this window is enough.
+      if (replayed.size > 0) this.replayed = { ids: replayed, until: this.deps.now() + REPLAY_DEDUPE_MS };
+    } catch (err) {
+      this.close();
+      throw err;
+    } finally {
+      this.held = null;
+    }
+    if (frame.presence) await this.watchPresence();
+  }
+
+  /** Subscribed already: the new frame's filter and presence wish apply. */
+  async update(frame: SubscribeFrame): Promise<void> {
+    this.filter = frame.filter?.conditions;
+    const info = await this.deps.db.streamInfo();
+    this.owner.send(
+      serverFrame({ type: 'subscribed', channel: this.channel, ref: frame.ref, epoch: info.epoch, seq: info.maxSeq, filter: frame.filter?.text }),
+    );
+    if (frame.presence && !this.watching) await this.watchPresence();
+  }
+
+  /** Asks again (new claims, or the channel changed): the matched id when still allowed, else null; errors deny. */
+  async reauthorize(): Promise<string | null> {
+    const identity = this.identity;
+    if (!identity) return null;
+    try {
+      return await this.deps.db.authorizeSubscribe(identity, this.channel);
+    } catch (err) {
+      const e = wireErrorFromPg(err);
+      if (e.code === 'INVALID_MESSAGE' || e.code === 'INTERNAL_ERROR') throw e;
+      this.deps.logger.debug({ err: errorText(err) }, 'subscribe check failed: denied');
+      return null;
+    }
+  }
+
+  /** The channel's row changed: its limits may have too. */
+  setLimits(limits: ChannelLimits): void {
+    if (this.limits?.publishRate !== limits.publishRate) this.publishBucket = undefined;
+    this.limits = limits;
+  }
+
+  /** A publish to this channel, against its publish_rate: 0 when allowed, else the milliseconds to wait. */
+  takePublish(): number {
+    const rate = this.limits?.publishRate;
+    if (!rate) return 0;
+    this.publishBucket ??= new TokenBucket(rate, this.deps.now);
+    return this.publishBucket.take();
+  }
+
+  /** Sets (or with null, clears) this socket's presence state on the channel. */
+  async setPresence(state: Record<string, unknown> | null, ref: string | undefined): Promise<void> {
+    const identity = this.identity;
+    if (!identity) throw new WireError('UNAUTHORIZED', 'send an auth frame first');
+    if (state === null) {
+      await this.deps.presence.untrack(this.owner.id, [this.channel]);
+      this.owner.send(serverFrame({ type: 'presence_left', channel: this.channel, ref }));
+      return;
+    }
+    let key: string;
+    try {
+      key = await this.deps.presence.track(this.owner.id, identity, this.channel, state);
+    } catch (err) {
+      const e = wireErrorFromPg(err);
+      if (e.code === 'LIMIT_EXCEEDED') this.deps.metrics.limitRejections.inc({ limit: 'presence_members' });
+      throw e;
+    }
+    this.owner.send(serverFrame({ type: 'presence_updated', channel: this.channel, ref, key }));
+  }
+
+  /** Leaves the hub and the channel's presence. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.held = null;
+    this.deps.hub.remove(this);
+    if (this.watching) this.deps.presence.unwatch(this.channel, this);
+    this.watching = false;
+  }
+
+  /** close(), and this socket's presence on the channel leaves (the socket stays). */
+  leave(): void {
+    this.close();
+    this.deps.presence.untrack(this.owner.id, [this.channel]).catch((err: unknown) => {
+      this.deps.logger.warn({ err: errorText(err), channel: this.channel }, 'could not remove presence; retrying at the next heartbeat');
+    });
+  }
+
+  /** The check, the stream position and the limits in one round trip; errors as in reauthorize(). */
+  private async authorize(identity: Identity) {
+    try {
+      return await this.deps.db.authorizeSubscription(identity, this.channel, this.deps.presence.instance);
+    } catch (err) {
+      const e = wireErrorFromPg(err);
+      if (e.code === 'INVALID_MESSAGE' || e.code === 'INTERNAL_ERROR') throw e;
+      this.deps.logger.debug({ err: errorText(err) }, 'subscribe check failed: denied');
+      throw new WireError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+    }
+  }
+
+  /** presence_state now; presence_diff frames follow as members change. */
+  private async watchPresence(): Promise<void> {
+    this.watching = true;
+    let members: Record<string, Record<string, unknown>>;
+    try {
+      members = await this.deps.presence.watch(this.channel, this);
+    } catch (err) {
+      this.watching = false;
+      throw err;
+    }
+    if (this.closed || this.owner.closed) {
+      this.deps.presence.unwatch(this.channel, this);
+      this.watching = false;
+      return;
+    }
+    this.owner.send(serverFrame({ type: 'presence_state', channel: this.channel, members }));
+  }
+}

@@ -1,0 +1,143 @@
+/** What `realtimed doctor` reads: catalogs and the package's tables, as the login it checks. Read-only. */
+import { randomBytes } from 'node:crypto';
+
+import pg from 'pg';
+
+async function one<R extends pg.QueryResultRow>(client: pg.ClientBase, sql: string, params: unknown[] = []): Promise<R> {
+  return (await client.query<R>(sql, params)).rows[0] as R;
+}
+
+export function serverVersion(client: pg.ClientBase): Promise<{ num: number; version: string }> {
+  return one(client, `select current_setting('server_version_num')::int as num, current_setting('server_version') as version`);
+}
+
+/** Whether the package is installed, and whether this login may read its version. */
+export function packageState(client: pg.ClientBase): Promise<{ installed: boolean; readable: boolean }> {
+  return one(
+    client,
+    `select to_regprocedure('realtime.version()') is not null as installed,
+            to_regprocedure('realtime.version()') is not null
+            and has_function_privilege('realtime.version()', 'execute') as readable`,
+  );
+}
+
+export async function schemaVersion(client: pg.ClientBase): Promise<number> {
+  return (await one<{ v: number }>(client, 'select realtime.version() as v')).v;
+}
+
+/** Each wanted role: whether it exists and whether the login is a member of it. */
+export async function roleMemberships(client: pg.ClientBase, wanted: string[]): Promise<{ role: string; exists: boolean; member: boolean }[]> {
+  return (
+    await client.query<{ role: string; exists: boolean; member: boolean }>(
+      `select r as role, exists (select from pg_roles where rolname = r) as exists,
+              coalesce(pg_has_role(current_user, (select oid from pg_roles where rolname = r), 'MEMBER'), false) as member
+       from unnest($1::text[]) as r`,
+      [wanted],
+    )
+  ).rows;
+}
+
+export function login(client: pg.ClientBase): Promise<{ name: string; super: boolean; bypass: boolean }> {
+  return one(client, `select current_user as name, rolsuper as super, rolbypassrls as bypass from pg_roles where rolname = current_user`);
+}
+
+/** Row-level security of realtime.channels and realtime.messages. */
+export async function rowSecurity(client: pg.ClientBase): Promise<{ name: string; on: boolean }[]> {
+  return (
+    await client.query<{ name: string; on: boolean }>(
+      `select c.relname as name, c.relrowsecurity as on from pg_class c
+       where c.oid in ('realtime.channels'::regclass, 'realtime.messages'::regclass) order by 1`,
+    )
+  ).rows;
+}
+
+/** Permissive SELECT (or ALL) policies on realtime.channels: their USING text and roles. */
+export async function subscribePolicies(client: pg.ClientBase): Promise<{ name: string; qual: string | null; roles: string[] }[]> {
+  return (
+    await client.query<{ name: string; qual: string | null; roles: string[] }>(
+      `select p.polname as name, pg_get_expr(p.polqual, p.polrelid) as qual,
+              array(select case when r = 0 then 'public' else (select rolname::text from pg_roles where oid = r) end
+                    from unnest(p.polroles) r)::text[] as roles
+       from pg_policy p
+       where p.polrelid = 'realtime.channels'::regclass and p.polcmd in ('r', '*') and p.polpermissive`,
+    )
+  ).rows;
+}
+
+export async function enabledPatterns(client: pg.ClientBase): Promise<string[]> {
+  return (await client.query<{ pattern: string }>(`select pattern from realtime.channels where enabled order by pattern`)).rows.map(
+    (r) => r.pattern,
+  );
+}
+
+/** Non-public change streams: the source's RLS and which of the roles may SELECT it ([] when the login cannot read streams). */
+export async function rowCheckedStreams(client: pg.ClientBase, roles: string[]): Promise<{ source: string; rls: boolean; readers: string[] }[]> {
+  const readable = await one<{ ok: boolean }>(
+    client,
+    `select to_regclass('realtime.change_streams') is not null
+            and has_table_privilege('realtime.change_streams', 'SELECT') as ok`,
+  );
+  if (!readable.ok) return [];
+  return (
+    await client.query<{ source: string; rls: boolean; readers: string[] }>(
+      `select cs.table_id::text as source, c.relrowsecurity as rls,
+              array(select r from unnest($1::text[]) r
+                    where exists (select from pg_roles where rolname = r)
+                      and has_table_privilege(r, cs.table_id, 'SELECT'))::text[] as readers
+       from realtime.change_streams cs join pg_class c on c.oid = cs.table_id
+       where not cs.public order by 1`,
+      [roles],
+    )
+  ).rows;
+}
+
+/** The DEMO policies `realtimed dev` installs, if present. */
+export async function demoPolicies(client: pg.ClientBase): Promise<number> {
+  return (
+    await one<{ n: number }>(
+      client,
+      `select count(*)::int as n from pg_policy
+       where polrelid in ('realtime.channels'::regclass, 'realtime.messages'::regclass) and polname like 'DEMO:%'`,
+    )
+  ).n;
+}
+
+/** Whether pg_cron is installed, and whether an active job of it runs realtime.prune(). */
+export async function pruneJob(client: pg.ClientBase): Promise<{ cron: boolean; job: boolean }> {
+  const cron = (await one<{ installed: boolean }>(client, `select to_regclass('cron.job') is not null as installed`)).installed;
+  if (!cron) return { cron, job: false };
+  const n = await one<{ n: number }>(client, `select count(*)::int as n from cron.job where command ilike '%realtime.prune%' and active`).catch(
+    () => ({ n: 0 }),
+  );
+  return { cron, job: n.n > 0 };
+}
+
+/**
+ * Whether a LISTEN on this URL hears a NOTIFY sent from another session, as
+ * the daemon's must. Through a transaction-mode pooler the listening client is
+ * not tied to its server connection between statements, so it hears nothing.
+ */
+export async function listenWorks(url: string, timeoutMs: number): Promise<boolean> {
+  const connect = async (): Promise<pg.Client> => {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  };
+  const listener = await connect();
+  let sender: pg.Client | undefined;
+  try {
+    const channel = `realtimed_doctor_${randomBytes(4).toString('hex')}`;
+    const heard = new Promise<boolean>((resolve) => {
+      listener.on('notification', (n) => n.channel === channel && resolve(true));
+      setTimeout(() => resolve(false), timeoutMs).unref();
+    });
+    await listener.query(`listen ${channel}`);
+    sender = await connect();
+    await sender.query('select pg_notify($1, $2)', [channel, 'ping']);
+    return await heard;
+  } finally {
+    await listener.end().catch(() => {});
+    await sender?.end().catch(() => {});
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Messages: a client publish (realtime.send), the relay's reads (relay_frames,
+ * replay_relay_frames, committed_between, stream_info), the row check of
+ * change events (change_audience), delivery statistics (add_ws_audience),
+ * retention (prune) and the HTTP API's history.
+ */
+import type pg from 'pg';
+
+import { asIdentity, identityParams, type Identity } from './identity.js';
+
+/** A stored message as the relay writes it: its prebuilt frame (realtime.event_frame). */
+export interface RelayFrame {
+  id: string;
+  seq: string;
+  channel: string;
+  /** The event frame's JSON text. */
+  frame: string;
+  /** A change event that only subscribers realtime.change_audience admits may see. */
+  rowCheck: boolean;
+}
+
+export interface Sent {
+  id: string;
+  seq: number;
+  duplicate: boolean;
+}
+
+export interface StreamInfo {
+  epoch: string;
+  maxSeq: number;
+  prunedThroughSeq: number;
+}
+
+/** A row of the history the HTTP API returns, read under the caller's SELECT policies. */
+export interface HistoryRow {
+  id: string;
+  seq: string;
+  channel_name: string;
+  event_name: string;
+  payload: unknown;
+  sender_type: 'system' | 'user';
+  sender_id: string | null;
+  created_at: Date;
+}
+
+const HISTORY_COLUMNS = 'id, seq, channel_name, event_name, payload, sender_type, sender_id, created_at';
+const HISTORY_BY_NAME = `select ${HISTORY_COLUMNS} from realtime.messages
+                         where channel_name = $1 and seq > $2 order by seq limit $3`;
+const HISTORY_BY_ID = `select ${HISTORY_COLUMNS} from realtime.messages
+                       where channel_id = $1 and seq > $2 order by seq limit $3`;
+
+export function messageQueries(pool: pg.Pool) {
+  return {
+    /** realtime.send: a client publish under its INSERT policies; with a used dedupe key, the first message. */
+    async send(identity: Identity, message: { channel: string; event: string; payload: unknown; dedupeKey?: string }): Promise<Sent> {
+      const { rows } = await pool.query<{ id: string; seq: string; duplicate: boolean }>({
+        name: 'realtimed_send',
+        text: 'select id, seq, duplicate from realtime.send($1, $2, $3, $4, $5, $6)',
+        values: [
+          ...identityParams(identity),
+          message.channel,
+          message.event,
+          JSON.stringify(message.payload),
+          message.dedupeKey ?? null,
+        ],
+      });
+      const row = rows[0];
+      if (!row) throw new Error('realtime.send returned no row');
+      return { id: row.id, seq: Number(row.seq), duplicate: row.duplicate };
+    },
+
+    /** realtime.relay_frames: frames of the given messages, skipping those already behind `after` (a pg_snapshot). */
+    async relayFrames(ids: string[], after: string | null = null): Promise<RelayFrame[]> {
+      const { rows } = await pool.query<{ id: string; seq: string; channel_name: string; frame: string; row_check: boolean }>({
+        name: 'realtimed_relay_frames',
+        text: 'select id, seq, channel_name, frame, row_check from realtime.relay_frames($1::uuid[], $2::pg_snapshot)',
+        values: [ids, after],
+      });
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name, frame: r.frame, rowCheck: r.row_check }));
+    },
+
+    /** realtime.replay_relay_frames: a channel's messages with seq > since, at most maxCount. */
+    async replayRelayFrames(channel: string, since: number, maxCount: number): Promise<RelayFrame[]> {
+      const { rows } = await pool.query<{ id: string; seq: string; frame: string; row_check: boolean }>({
+        name: 'realtimed_replay_relay_frames',
+        text: 'select id, seq, frame, row_check from realtime.replay_relay_frames($1, $2, $3)',
+        values: [channel, since, maxCount],
+      });
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel, frame: r.frame, rowCheck: r.row_check }));
+    },
+
+    /** realtime.stream_info: the epoch, the highest seq allocated, how far prune went. */
+    async streamInfo(): Promise<StreamInfo> {
+      const { rows } = await pool.query<{ epoch: string; max_seq: string; pruned_through_seq: string }>(
+        'select epoch, max_seq, pruned_through_seq from realtime.stream_info()',
+      );
+      const row = rows[0];
+      if (!row) throw new Error('realtime.stream_info returned no row');
+      return { epoch: row.epoch, maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) };
+    },
+
+    /** pg_current_snapshot(), as text: the relay's watermarks. */
+    async snapshot(): Promise<string> {
+      const { rows } = await pool.query<{ s: string }>('select pg_current_snapshot()::text as s');
+      return rows[0]?.s ?? '';
+    },
+
+    /** realtime.committed_between: messages whose transactions committed between two snapshots, in seq order. */
+    async committedBetween(low: string, high: string): Promise<{ id: string; seq: string; channel: string }[]> {
+      const { rows } = await pool.query<{ id: string; seq: string; channel_name: string }>({
+        name: 'realtimed_committed_between',
+        text: 'select id, seq, channel_name from realtime.committed_between($1::pg_snapshot, $2::pg_snapshot)',
+        values: [low, high],
+      });
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name }));
+    },
+
+    /** realtime.change_audience: for each row-checked message, the indexes (into identities) that may see it now. */
+    async changeAudience(ids: string[], identities: Identity[]): Promise<Map<string, Set<number>>> {
+      const { rows } = await pool.query<{ id: string; identity: number }>({
+        name: 'realtimed_change_audience',
+        text: 'select id, identity from realtime.change_audience($1::uuid[], $2::jsonb)',
+        values: [ids, JSON.stringify(identities.map((i) => ({ role: i.role, claims: i.claims })))],
+      });
+      const audience = new Map<string, Set<number>>();
+      for (const row of rows) {
+        let set = audience.get(row.id);
+        if (!set) audience.set(row.id, (set = new Set()));
+        set.add(row.identity - 1);
+      }
+      return audience;
+    },
+
+    /** realtime.add_ws_audience: adds the sockets each message was written to. */
+    async addWsAudience(counts: Map<string, number>): Promise<void> {
+      await pool.query({
+        name: 'realtimed_add_ws_audience',
+        text: 'select realtime.add_ws_audience($1::uuid[], $2::int[])',
+        values: [[...counts.keys()], [...counts.values()]],
+      });
+    },
+
+    /** realtime.prune: deletes up to maxRows messages past the retention; returns how many. */
+    async prune(maxRows: number): Promise<number> {
+      const { rows } = await pool.query<{ n: string }>({
+        name: 'realtimed_prune',
+        text: 'select realtime.prune(null, $1) as n',
+        values: [maxRows],
+      });
+      return Number(rows[0]?.n ?? 0);
+    },
+
+    /**
+     * A channel's messages after a seq, as the identity: its SELECT policies on
+     * realtime.messages decide which rows come back. `channel` is a name, or a
+     * channel id when byId.
+     */
+    history(identity: Identity, channel: string, byId: boolean, since: number, limit: number): Promise<HistoryRow[]> {
+      return asIdentity(pool, identity, async (client) => {
+        if (!byId) await client.query(`select set_config('realtime.channel_name', $1, true)`, [channel]);
+        const { rows } = await client.query<HistoryRow>(byId ? HISTORY_BY_ID : HISTORY_BY_NAME, [channel, since, limit]);
+        return rows;
+      });
+    },
+  };
+}

