@@ -1,0 +1,41 @@
+-- realtime.authorize_subscription(role, claims, channel, instance): what the
+-- daemon calls per subscribe, one statement: the stream position (read as the
+-- daemon), the subscribe check as the client, and the matched channel's
+-- limits. other_subscribers is tested in channel_subscribers.sql.
+begin;
+select plan(9);
+
+select has_function('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'authorize_subscription exists');
+select isnt_definer('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'it runs as the daemon, then as the client');
+select function_privs_are('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'service_role', array['EXECUTE'], 'the daemon may call it');
+select function_privs_are('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'authenticated', array[]::text[], 'clients may not');
+
+\ir ../docs/examples/policies.sql
+insert into app.chat_members values (7, 'a11ce000-0000-4000-8000-000000000001');
+create role rt_test_stream_daemon login;
+grant anon, authenticated, service_role to rt_test_stream_daemon;
+create temporary table answers (who text, channel_id uuid, epoch text, max_seq bigint, pruned_through_seq bigint);
+grant all on answers to public;
+set local role rt_test_stream_daemon;
+insert into answers select 'alice', a.channel_id, a.epoch, a.max_seq, a.pruned_through_seq
+  from realtime.authorize_subscription('authenticated', '{"sub": "a11ce000-0000-4000-8000-000000000001"}', 'chat:7',
+                                       '00000000-0000-4000-8000-000000000001') a;
+reset role;
+set local role rt_test_stream_daemon;
+insert into answers select 'bob', a.channel_id, a.epoch, a.max_seq, a.pruned_through_seq
+  from realtime.authorize_subscription('authenticated', '{"sub": "b0b00000-0000-4000-8000-000000000002"}', 'chat:7',
+                                       '00000000-0000-4000-8000-000000000001') a;
+reset role;
+select is((select c.pattern from realtime.channels c join answers a on a.channel_id = c.id where a.who = 'alice'), 'chat:%', 'a member gets the matched channel id');
+select is((select channel_id from answers where who = 'bob'), null, 'a non-member gets NULL');
+select results_eq($$select epoch, max_seq, pruned_through_seq from answers where who = 'alice'$$,
+                  $$select epoch, max_seq, pruned_through_seq from realtime.stream_info()$$,
+                  'and the stream position is realtime.stream_info()''s');
+select is((select count(distinct epoch)::int from answers), 1, 'allowed or not, the same epoch');
+set local role rt_test_stream_daemon;
+select throws_ok($$select * from realtime.authorize_subscription('authenticated', '{}', 'chat 7', '00000000-0000-4000-8000-000000000001')$$,
+  'RT400', null, 'an invalid name is RT400');
+reset role;
+
+select * from finish();
+rollback;
