@@ -3,7 +3,7 @@
 -- daemon), the subscribe check as the client, and the matched channel's
 -- limits. other_subscribers is tested in channel_subscribers.sql.
 begin;
-select plan(9);
+select plan(14);
 
 select has_function('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'authorize_subscription exists');
 select isnt_definer('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'it runs as the daemon, then as the client');
@@ -36,6 +36,22 @@ set local role rt_test_stream_daemon;
 select throws_ok($$select * from realtime.authorize_subscription('authenticated', '{}', 'chat 7', '00000000-0000-4000-8000-000000000001')$$,
   'RT400', null, 'an invalid name is RT400');
 reset role;
+
+-- The matched channel's limits, read as the daemon (the client may not see them all).
+insert into realtime.channels (pattern, max_message_bytes, publish_rate, max_subscribers, metadata)
+values ('small:%', 20, 5, 3, '{"tier": "free"}');
+create policy rt_test_small_select on realtime.channels for select to anon using (pattern = 'small:%');
+select function_privs_are('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'public',
+  array[]::text[], 'nor PUBLIC');
+select function_privs_are('realtime', 'authorize_subscription', array['text', 'jsonb', 'text', 'uuid'], 'anon',
+  array[]::text[], 'nor anon');
+select results_eq($$select channel_id is not null, max_subscribers, publish_rate, max_message_bytes
+                    from realtime.authorize_subscription('anon', '{}', 'small:7', '00000000-0000-4000-8000-000000000001')$$,
+                  $$values (true, 3, 5, 20)$$, 'allowed: the channel id and its limits');
+select results_eq($$select channel_id, max_subscribers
+                    from realtime.authorize_subscription('anon', '{}', 'other:7', '00000000-0000-4000-8000-000000000001')$$,
+                  $$values (null::uuid, null::integer)$$, 'no channel: NULL id, no limits');
+select is(current_setting('role'), 'none', 'the statement leaves the role as it found it (the daemon''s own)');
 
 select * from finish();
 rollback;

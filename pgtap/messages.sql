@@ -1,7 +1,7 @@
 -- realtime.messages: structure, constraints, indexes, triggers, grants, the
 -- RLS default, and what the database decides for every client insert.
 begin;
-select plan(60);
+select plan(62);
 
 select has_table('realtime', 'messages', 'realtime.messages exists');
 select columns_are('realtime', 'messages', array[
@@ -138,6 +138,20 @@ select ok((select max(seq) > min(seq) from realtime.messages), 'seq increases');
 delete from realtime.channels where pattern = 'chat:%';
 select results_eq('select count(*)::int, count(channel_id)::int from realtime.messages',
   'values (3, 0)', 'messages survive their channel, with channel_id NULL');
+
+-- A channel's own payload cap (channels.max_message_bytes), for client inserts.
+insert into realtime.channels (pattern, max_message_bytes) values ('small:%', 20);
+create policy rt_test_small_insert on realtime.messages for insert to anon
+  with check (realtime.channel_name() like 'small:%');
+create policy rt_test_small_select on realtime.channels for select to anon using (pattern = 'small:%');
+select realtime.impersonate('anon');
+select set_config('realtime.channel_name', 'small:1', true);
+select lives_ok($$insert into realtime.messages (channel_name, event_name, payload) values ('small:1', 'e', '{"a": 1}')$$,
+  'a payload under the channel''s cap is accepted');
+select throws_ok($$insert into realtime.messages (channel_name, event_name, payload)
+                   values ('small:1', 'e', '{"a": "0123456789012345678"}')$$, 'RT413', null,
+  'a payload over the channel''s cap: RT413');
+reset role;
 
 select * from finish();
 rollback;
