@@ -1,6 +1,6 @@
 -- realtime.channels: structure, constraints, trigger, grants and the RLS default.
 begin;
-select plan(55);
+select plan(57);
 
 select has_table('realtime', 'channels', 'realtime.channels exists');
 select columns_are('realtime', 'channels',
@@ -69,6 +69,10 @@ select has_trigger('realtime', 'channels', 'channels_touch_updated_at', 'channel
 update realtime.channels set updated_at = '2000-01-01', created_at = '2000-01-01' where pattern = 'orders';
 select is((select updated_at from realtime.channels where pattern = 'orders'), now(),
   'an UPDATE sets updated_at to now(), whatever the statement says');
+
+-- Every change is a hint to the daemon (NOTIFY realtime_channels), so it re-matches its subscriptions.
+select has_trigger('realtime', 'channels', 'channels_notify', 'channels has the change hint trigger');
+select function_privs_are('realtime', 'channels_notify', array[]::text[], 'public', array[]::text[], 'PUBLIC cannot call the trigger function');
 
 -- Grants: clients read the channel row (not its webhook URLs) under RLS; service_role administers.
 select table_privs_are('realtime', 'channels', 'anon', array[]::text[]);

@@ -1,7 +1,7 @@
 -- realtime.messages: structure, constraints, indexes, triggers, grants, the
 -- RLS default, and what the database decides for every client insert.
 begin;
-select plan(62);
+select plan(63);
 
 select has_table('realtime', 'messages', 'realtime.messages exists');
 select columns_are('realtime', 'messages', array[
@@ -47,6 +47,7 @@ select column_privs_are('realtime', 'messages', 'payload', 'authenticated', arra
 select column_privs_are('realtime', 'messages', 'sender_type', 'authenticated', array[]::text[]);
 select column_privs_are('realtime', 'messages', 'sender_id', 'authenticated', array[]::text[]);
 select table_privs_are('realtime', 'messages', 'service_role', array['SELECT']);
+select sequence_privs_are('realtime', 'messages_seq_seq', 'service_role', array['SELECT'], 'the daemon reads currval of seq (realtime.send)');
 select policies_are('realtime', 'messages', array['messages_service_role_select']);
 select policy_cmd_is('realtime', 'messages', 'messages_service_role_select', 'select', 'the service_role policy is SELECT');
 
