@@ -1,7 +1,7 @@
 -- realtime.messages: structure, constraints, indexes, triggers, grants, the
 -- RLS default, and what the database decides for every client insert.
 begin;
-select plan(63);
+select plan(64);
 
 select has_table('realtime', 'messages', 'realtime.messages exists');
 select columns_are('realtime', 'messages', array[
@@ -32,6 +32,7 @@ select col_type_is('realtime', 'messages', 'created_at', 'timestamp with time zo
 select indexes_are('realtime', 'messages', array[
   'messages_pkey', 'messages_seq_key', 'messages_channel_name_seq_idx', 'messages_channel_id_idx',
   'messages_created_at_idx', 'messages_dedupe_key_idx', 'messages_xact_id_idx']);
+select has_index('realtime', 'messages', 'messages_xact_id_idx', 'messages are indexed by transaction (realtime.committed_between)');
 select index_is_unique('realtime', 'messages', 'messages_dedupe_key_idx', 'the dedupe key is unique per channel and sender');
 select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
   'messages_enqueue_webhooks', 'messages_before_update']);
