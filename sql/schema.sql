@@ -541,53 +541,6 @@ $function$;
 comment on function realtime.authorize_subscribe(text, jsonb, text) is 'For the daemon: impersonate(role, claims), then can_subscribe(channel). Returns the matched channel id when allowed, else NULL. Call it as a single statement: the role ends with the transaction.';
 grant execute on function realtime.authorize_subscribe(text, jsonb, text) to service_role;
 
--- realtime.authorize_subscribe_stream(text, jsonb, text)
-
-CREATE OR REPLACE FUNCTION realtime.authorize_subscribe_stream(role text, claims jsonb, channel text)
- RETURNS TABLE(channel_id uuid, epoch text, max_seq bigint, pruned_through_seq bigint)
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_stream record;
-begin
-  -- The stream position first, as the daemon: authorize_subscribe acts as the
-  -- client until the (single-statement) transaction ends.
-  select s.epoch, s.max_seq, s.pruned_through_seq into v_stream from realtime.stream_info() s;
-  return query
-    select realtime.authorize_subscribe(authorize_subscribe_stream.role, authorize_subscribe_stream.claims,
-                                        authorize_subscribe_stream.channel),
-           v_stream.epoch, v_stream.max_seq, v_stream.pruned_through_seq;
-end
-$function$;
-comment on function realtime.authorize_subscribe_stream(text, jsonb, text) is 'For the daemon, one round trip per subscribe: realtime.stream_info() (taken first, as the daemon), then authorize_subscribe(role, claims, channel) (NULL channel_id when denied). Call it as a single statement: the role ends with the transaction.';
-grant execute on function realtime.authorize_subscribe_stream(text, jsonb, text) to service_role;
-
--- realtime.authorize_subscription(text, jsonb, text)
-
-CREATE OR REPLACE FUNCTION realtime.authorize_subscription(role text, claims jsonb, channel text)
- RETURNS TABLE(channel_id uuid, epoch text, max_seq bigint, pruned_through_seq bigint, max_subscribers integer, publish_rate integer, max_message_bytes integer)
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-declare
-  v_stream record;
-  v_id uuid;
-begin
-  select s.epoch, s.max_seq, s.pruned_through_seq into v_stream from realtime.stream_info() s;
-  v_id := realtime.authorize_subscribe(authorize_subscription.role, authorize_subscription.claims,
-                                       authorize_subscription.channel);
-  -- Back to the daemon to read the limits (the client may not see them all).
-  perform pg_catalog.set_config('role', 'none', true);
-  return query
-    select v_id, v_stream.epoch, v_stream.max_seq, v_stream.pruned_through_seq,
-           c.max_subscribers, c.publish_rate, c.max_message_bytes
-    from (select 1) one left join realtime.channels c on c.id = v_id;
-end
-$function$;
-comment on function realtime.authorize_subscription(text, jsonb, text) is 'For the daemon, one round trip per subscribe: realtime.stream_info() (as the daemon), authorize_subscribe(role, claims, channel) (NULL channel_id when denied), then the matched channel''s limits. Call it as a single statement: the role ends with the transaction.';
-grant execute on function realtime.authorize_subscription(text, jsonb, text) to service_role;
-
 -- realtime.authorize_subscription(text, jsonb, text, uuid)
 
 CREATE OR REPLACE FUNCTION realtime.authorize_subscription(role text, claims jsonb, channel text, instance uuid)
@@ -1038,23 +991,6 @@ AS $function$
 $function$;
 comment on function realtime.event_frame(realtime.messages) is 'The wire frame of one message (docs/protocol.md), as JSON text.';
 grant execute on function realtime.event_frame(realtime.messages) to service_role;
-
--- realtime.event_frames(uuid[], pg_snapshot)
-
-CREATE OR REPLACE FUNCTION realtime.event_frames(ids uuid[], after pg_snapshot DEFAULT NULL::pg_snapshot)
- RETURNS TABLE(id uuid, seq bigint, channel_name text, frame text)
- LANGUAGE sql
- STABLE
- SET search_path TO ''
-AS $function$
-  select m.id, m.seq, m.channel_name, realtime.event_frame(m)
-  from pg_catalog.unnest(event_frames.ids) with ordinality as i(id, n)
-  join realtime.messages m on m.id = i.id
-  where event_frames.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, event_frames.after)
-  order by i.n
-$function$;
-comment on function realtime.event_frames(uuid[], pg_snapshot) is 'For the daemon: the wire frame of each message, in the order of ids, built once so the same text goes to every subscriber. Unknown ids, and messages whose transaction is visible in after (the daemon''s watermark: already handled), are skipped.';
-grant execute on function realtime.event_frames(uuid[], pg_snapshot) to service_role;
 
 -- realtime.impersonate(text, jsonb)
 
@@ -1672,25 +1608,8 @@ AS $function$
   where relay_frames.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_frames.after)
   order by i.n
 $function$;
-comment on function realtime.relay_frames(uuid[], pg_snapshot) is 'For the daemon: realtime.event_frames plus row_check (realtime.needs_row_check).';
+comment on function realtime.relay_frames(uuid[], pg_snapshot) is 'For the daemon: the wire frame of each message (realtime.event_frame), in the order of ids, built once so the same text goes to every subscriber, with row_check (realtime.needs_row_check). Unknown ids, and messages whose transaction is visible in after (the daemon''s watermark: already handled), are skipped.';
 grant execute on function realtime.relay_frames(uuid[], pg_snapshot) to service_role;
-
--- realtime.replay_frames(text, bigint, integer)
-
-CREATE OR REPLACE FUNCTION realtime.replay_frames(channel text, since bigint, max_count integer)
- RETURNS TABLE(id uuid, seq bigint, frame text)
- LANGUAGE sql
- STABLE
- SET search_path TO ''
-AS $function$
-  select m.id, m.seq, realtime.event_frame(m)
-  from realtime.messages m
-  where m.channel_name = replay_frames.channel and m.seq > replay_frames.since
-  order by m.seq
-  limit replay_frames.max_count
-$function$;
-comment on function realtime.replay_frames(text, bigint, integer) is 'For the daemon, after can_subscribe allowed it: the retained messages of a channel with seq > since, in seq order, at most max_count.';
-grant execute on function realtime.replay_frames(text, bigint, integer) to service_role;
 
 -- realtime.replay_relay_frames(text, bigint, integer)
 
@@ -1706,7 +1625,7 @@ AS $function$
   order by m.seq
   limit replay_relay_frames.max_count
 $function$;
-comment on function realtime.replay_relay_frames(text, bigint, integer) is 'For the daemon: realtime.replay_frames plus row_check (realtime.needs_row_check).';
+comment on function realtime.replay_relay_frames(text, bigint, integer) is 'For the daemon, after the subscribe check allowed it: the retained messages of a channel with seq > since, in seq order, at most max_count, as wire frames (realtime.event_frame) with row_check (realtime.needs_row_check).';
 grant execute on function realtime.replay_relay_frames(text, bigint, integer) to service_role;
 
 -- realtime.report_subscribers(uuid, text[], integer[])
