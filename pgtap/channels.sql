@@ -1,6 +1,6 @@
 -- realtime.channels: structure, constraints, trigger, grants and the RLS default.
 begin;
-select plan(45);
+select plan(57);
 
 select has_table('realtime', 'channels', 'realtime.channels exists');
 select columns_are('realtime', 'channels',
@@ -20,6 +20,23 @@ select col_default_is('realtime', 'channels', 'enabled', 'true', 'channels.enabl
 select col_type_is('realtime', 'channels', 'created_at', 'timestamp with time zone', 'channels.created_at is timestamp with time zone');
 select col_type_is('realtime', 'channels', 'updated_at', 'timestamp with time zone', 'channels.updated_at is timestamp with time zone');
 select col_not_null('realtime', 'channels', 'updated_at', 'channels.updated_at: not null');
+
+-- Per-channel settings: limits the daemon applies, and metadata for the DBA.
+select col_type_is('realtime', 'channels', 'max_subscribers', 'integer', 'channels.max_subscribers is integer');
+select col_is_null('realtime', 'channels', 'max_subscribers', 'channels.max_subscribers: NULL is no limit');
+select col_type_is('realtime', 'channels', 'max_message_bytes', 'integer', 'channels.max_message_bytes is integer');
+select col_type_is('realtime', 'channels', 'publish_rate', 'integer', 'channels.publish_rate is integer');
+select col_type_is('realtime', 'channels', 'metadata', 'jsonb', 'channels.metadata is jsonb');
+select col_default_is('realtime', 'channels', 'metadata', '{}'::jsonb, 'channels.metadata defaults to {}');
+select throws_ok($$insert into realtime.channels (pattern, max_subscribers) values ('bad:%', 0)$$, '23514', null,
+  'max_subscribers must be positive');
+select throws_ok($$insert into realtime.channels (pattern, metadata) values ('bad:%', '[1]')$$, '23514', null,
+  'metadata must be an object');
+-- Clients may read the limits, not the metadata.
+select ok(has_column_privilege('authenticated', 'realtime.channels', 'max_subscribers', 'SELECT'),
+  'authenticated may read max_subscribers');
+select ok(not has_column_privilege('anon', 'realtime.channels', 'metadata', 'SELECT'),
+  'anon may not read metadata');
 
 -- Patterns: non-empty, at most 255 bytes, no white space; % is allowed, so are _ and \.
 select lives_ok($$insert into realtime.channels (pattern) values ('orders'), ('order:%'), ('a_b\c:%')$$,
@@ -52,6 +69,10 @@ select has_trigger('realtime', 'channels', 'channels_touch_updated_at', 'channel
 update realtime.channels set updated_at = '2000-01-01', created_at = '2000-01-01' where pattern = 'orders';
 select is((select updated_at from realtime.channels where pattern = 'orders'), now(),
   'an UPDATE sets updated_at to now(), whatever the statement says');
+
+-- Every change is a hint to the daemon (NOTIFY realtime_channels), so it re-matches its subscriptions.
+select has_trigger('realtime', 'channels', 'channels_notify', 'channels has the change hint trigger');
+select function_privs_are('realtime', 'channels_notify', array[]::text[], 'public', array[]::text[], 'PUBLIC cannot call the trigger function');
 
 -- Grants: clients read the channel row (not its webhook URLs) under RLS; service_role administers.
 select table_privs_are('realtime', 'channels', 'anon', array[]::text[]);

@@ -1,7 +1,7 @@
 -- realtime.messages: structure, constraints, indexes, triggers, grants, the
 -- RLS default, and what the database decides for every client insert.
 begin;
-select plan(60);
+select plan(64);
 
 select has_table('realtime', 'messages', 'realtime.messages exists');
 select columns_are('realtime', 'messages', array[
@@ -32,6 +32,7 @@ select col_type_is('realtime', 'messages', 'created_at', 'timestamp with time zo
 select indexes_are('realtime', 'messages', array[
   'messages_pkey', 'messages_seq_key', 'messages_channel_name_seq_idx', 'messages_channel_id_idx',
   'messages_created_at_idx', 'messages_dedupe_key_idx', 'messages_xact_id_idx']);
+select has_index('realtime', 'messages', 'messages_xact_id_idx', 'messages are indexed by transaction (realtime.committed_between)');
 select index_is_unique('realtime', 'messages', 'messages_dedupe_key_idx', 'the dedupe key is unique per channel and sender');
 select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
   'messages_enqueue_webhooks', 'messages_before_update']);
@@ -47,6 +48,7 @@ select column_privs_are('realtime', 'messages', 'payload', 'authenticated', arra
 select column_privs_are('realtime', 'messages', 'sender_type', 'authenticated', array[]::text[]);
 select column_privs_are('realtime', 'messages', 'sender_id', 'authenticated', array[]::text[]);
 select table_privs_are('realtime', 'messages', 'service_role', array['SELECT']);
+select sequence_privs_are('realtime', 'messages_seq_seq', 'service_role', array['SELECT'], 'the daemon reads currval of seq (realtime.send)');
 select policies_are('realtime', 'messages', array['messages_service_role_select']);
 select policy_cmd_is('realtime', 'messages', 'messages_service_role_select', 'select', 'the service_role policy is SELECT');
 
@@ -138,6 +140,20 @@ select ok((select max(seq) > min(seq) from realtime.messages), 'seq increases');
 delete from realtime.channels where pattern = 'chat:%';
 select results_eq('select count(*)::int, count(channel_id)::int from realtime.messages',
   'values (3, 0)', 'messages survive their channel, with channel_id NULL');
+
+-- A channel's own payload cap (channels.max_message_bytes), for client inserts.
+insert into realtime.channels (pattern, max_message_bytes) values ('small:%', 20);
+create policy rt_test_small_insert on realtime.messages for insert to anon
+  with check (realtime.channel_name() like 'small:%');
+create policy rt_test_small_select on realtime.channels for select to anon using (pattern = 'small:%');
+select realtime.impersonate('anon');
+select set_config('realtime.channel_name', 'small:1', true);
+select lives_ok($$insert into realtime.messages (channel_name, event_name, payload) values ('small:1', 'e', '{"a": 1}')$$,
+  'a payload under the channel''s cap is accepted');
+select throws_ok($$insert into realtime.messages (channel_name, event_name, payload)
+                   values ('small:1', 'e', '{"a": "0123456789012345678"}')$$, 'RT413', null,
+  'a payload over the channel''s cap: RT413');
+reset role;
 
 select * from finish();
 rollback;

@@ -3,7 +3,7 @@
 -- (The WARNING itself and the NOTIFY are checked in test/publish.test.ts and
 -- test/notify.test.ts: pgTAP cannot see either.)
 begin;
-select plan(35);
+select plan(38);
 set local client_min_messages = error; -- the drops below each raise a WARNING
 
 select has_function('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish(channel, event, payload, dedupe_key) exists');
@@ -101,6 +101,17 @@ reset role;
 delete from realtime.channels where pattern = 'order:%';
 select lives_ok($$insert into app.orders values (8, 'new')$$, 'the business write succeeds when the channel is gone');
 select is((select count(*)::int from app.orders), 2, 'both orders are written');
+
+-- Without a dedupe key: a plain INSERT (no arbiter index to check), one message, one id.
+insert into realtime.channels (pattern) values ('fast:%');
+select isnt(realtime.publish('fast:1', 'e', '{"n": 1}'), null, 'publish without a dedupe key returns an id');
+select is((select count(*)::int from realtime.messages where channel_name = 'fast:1' and dedupe_key is null), 1,
+          'and writes one system message');
+
+-- A channel's max_message_bytes is for clients; system messages keep the global cap only.
+insert into realtime.channels (pattern, max_message_bytes) values ('small:%', 20);
+select isnt(realtime.publish('small:1', 'e', '{"a": "0123456789012345678"}'), null,
+  'system messages (realtime.publish) keep the global cap only');
 
 select * from finish();
 rollback;

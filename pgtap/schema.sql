@@ -1,7 +1,7 @@
 -- The realtime schema as a whole: what it holds, who may touch it, and the
 -- rules every object follows (comment, search_path, no PUBLIC grants, RLS on).
 begin;
-select plan(25);
+select plan(29);
 
 select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
@@ -14,13 +14,20 @@ select functions_are('realtime', array[
   'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
   'touch_updated_at', 'match_channel', 'messages_before_insert', 'messages_notify',
   'publish', 'impersonate', 'can_subscribe', 'can_publish',
-  'authorize_subscribe', 'send', 'event_frames', 'channels_notify',
+  'authorize_subscribe', 'send', 'channels_notify',
   'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
   'record_webhook_attempts', 'add_ws_audience', 'prune',
-  'event_frame', 'replay_frames', 'stream_info', 'committed_between', 'authorize_subscribe_stream',
+  'event_frame', 'stream_info', 'committed_between',
   'authorize_subscription', 'instance_heartbeat', 'instance_stop', 'presence_track', 'presence_untrack',
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers']);
+
+-- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
+-- and the four-argument authorize_subscription.
+select hasnt_function('realtime', 'event_frames', array['uuid[]', 'pg_snapshot'], 'event_frames is gone');
+select hasnt_function('realtime', 'replay_frames', array['text', 'bigint', 'integer'], 'replay_frames is gone');
+select hasnt_function('realtime', 'authorize_subscribe_stream', array['text', 'jsonb', 'text'], 'authorize_subscribe_stream is gone');
+select hasnt_function('realtime', 'authorize_subscription', array['text', 'jsonb', 'text'], 'the three-argument authorize_subscription is gone');
 
 -- Roles: exist, are not superusers and do not bypass RLS (policies must apply to them).
 select has_role('anon');
@@ -96,8 +103,9 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 select results_eq('select version, name from realtime.schema_versions order by version',
                   $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
                     (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
-                    (10, 'channel subscribers across instances')$$, 'schema_versions records each migration');
-select is(realtime.version(), 10, 'realtime.version() is the highest migration');
+                    (10, 'channel subscribers across instances'), (11, 'drop superseded functions')$$,
+                  'schema_versions records each migration');
+select is(realtime.version(), 11, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

@@ -1,6 +1,8 @@
--- 000006: an attempt with no HTTP status (connection refused, reset, timeout)
--- waits the backoff before its retry, like a 5xx, and counts toward
--- webhook_max_attempts; it was retried at once before.
+-- realtime.record_webhook_attempts(results): an attempt with no HTTP status
+-- (connection refused, reset, timeout) waits the backoff before its retry,
+-- like a 5xx, and counts toward webhook_max_attempts (before 000006 it was
+-- retried at once). Statuses, Retry-After and the delivered count are in
+-- webhooks.sql with the rest of the outbox.
 begin;
 select plan(6);
 

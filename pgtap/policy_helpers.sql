@@ -1,7 +1,7 @@
--- The helpers policies call (channel_name, uid, role, claims) and
--- realtime.impersonate(), which sets them the way the daemon does.
+-- The helpers policies call: realtime.channel_name(), claims(), role() and
+-- uid(), read from the transaction-local settings the daemon sets per request.
 begin;
-select plan(32);
+select plan(21);
 
 select volatility_is('realtime', 'channel_name', array[]::name[], 'stable', 'channel_name() is STABLE');
 select volatility_is('realtime', 'uid', array[]::name[], 'stable', 'uid() is STABLE');
@@ -39,26 +39,6 @@ select set_config('request.jwt.claim.sub', 'auth0|12345', true);
 select is(realtime.uid(), null, 'a sub that is not a uuid gives NULL (read claims()->>''sub'' instead)');
 select set_config('realtime.channel_name', 'order:42', true);
 select is(realtime.channel_name(), 'order:42', 'channel_name() reads realtime.channel_name');
-
--- impersonate(role, claims): what the daemon does per request, for tests.
-select function_privs_are('realtime', 'impersonate', array['text', 'jsonb'], 'service_role', array['EXECUTE'],
-  'service_role (the daemon) may impersonate');
-select function_privs_are('realtime', 'impersonate', array['text', 'jsonb'], 'authenticated', array[]::text[],
-  'clients may not');
-select realtime.impersonate('authenticated', '{"sub": "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "email": "c@example.com"}');
-select is(current_user::text, 'authenticated', 'impersonate sets the role');
-select is(realtime.uid(), 'cccccccc-cccc-4ccc-8ccc-cccccccccccc'::uuid, 'and the sub');
-select is(realtime.role(), 'authenticated', 'and the role claim');
-select is(realtime.claims() ->> 'email', 'c@example.com', 'and the claims');
-select throws_ok($$select realtime.impersonate('anon')$$, '42501', null, 'an impersonated client cannot impersonate again');
-reset role;
-select realtime.impersonate('anon');
-select is(realtime.uid(), null, 'impersonate(role) without claims clears the sub');
-reset role;
-select throws_ok($$select realtime.impersonate('postgres')$$, '42501', null, 'a superuser is refused (policies would not apply)');
-create role rt_test_bypass nologin bypassrls;
-select throws_ok($$select realtime.impersonate('rt_test_bypass')$$, '42501', null, 'a BYPASSRLS role is refused');
-select throws_ok($$select realtime.impersonate('no_such_role_here')$$, '42704', null, 'an unknown role is refused');
 
 select * from finish();
 rollback;
