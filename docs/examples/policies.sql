@@ -1,4 +1,4 @@
--- Example policies for docs/sql.md, tested verbatim by pgtap/example_policies.sql.
+-- Example policies for docs/sql.md, tested verbatim by pgtap/policies.sql.
 -- An application with orders (each has an owner) and chat rooms (with members).
 create schema app;
 create table app.orders (id bigint primary key, owner_id uuid not null, status text not null default 'new');
