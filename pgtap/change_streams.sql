@@ -1,8 +1,9 @@
--- 000009: change streams. enable_changes/disable_changes, the events the
--- trigger publishes (columns, operations, changed_only, deletes), and
--- change_audience: the source table's row-level security, per subscriber.
+-- Change streams (000009, 000012). enable_changes/disable_changes, the events
+-- the trigger publishes (columns, operations, changed_only, deletes, old rows),
+-- and change_audience: the source table's row-level security per subscriber,
+-- for the version the event carries.
 begin;
-select plan(37);
+select plan(40);
 
 select has_table('realtime', 'change_streams', 'realtime.change_streams exists');
 select table_privs_are('realtime', 'change_streams', 'authenticated', array[]::text[], 'clients cannot read streams');
@@ -59,7 +60,7 @@ select is((select payload from realtime.messages where channel_name = 'rt_orders
     "new": {"id": 1, "owner": "11111111-1111-4111-8111-111111111111", "status": "new"}}'::jsonb,
   'INSERT: {op, schema, table, new, old}, only the listed columns (no card)');
 select is((select payload -> 'old' from realtime.messages where channel_name = 'rt_orders:changes' and event_name = 'update'),
-  '{"id": 1, "owner": "11111111-1111-4111-8111-111111111111", "status": "new"}'::jsonb, 'UPDATE carries the old row');
+  '{"id": 1}'::jsonb, 'UPDATE of a non-public stream carries only the old row''s key: nobody can be asked about the old version');
 select is((select payload -> 'old' from realtime.messages where channel_name = 'rt_orders:changes' and event_name = 'delete'),
   '{"id": 1}'::jsonb, 'DELETE of a non-public stream carries only the key');
 select is((select sender_type from realtime.messages limit 1), 'system', 'change events are system messages');
@@ -88,6 +89,39 @@ select results_eq($$
   $$values ('2', array[2]), ('3', array[1])$$,
   'each row reaches only its owner; anon (no grant) and an unknown role see nothing; row 1 is gone');
 select is(current_setting('role'), 'none', 'change_audience ends as the daemon');
+
+-- A version that changed since cannot be checked: it is withheld from everyone.
+-- Row 3 is handed from its first owner (identity 1) to the second (identity 2).
+update public.rt_orders set owner = '22222222-2222-4222-8222-222222222222', status = 'sold' where id = 3;
+select results_eq($$
+  select m.event_name, coalesce(array_agg(a.identity order by a.identity) filter (where a.identity is not null), '{}')
+  from realtime.messages m
+  left join realtime.change_audience(
+         (select array_agg(id) from realtime.messages where channel_name = 'rt_orders:changes' and payload -> 'new' ->> 'id' = '3'),
+         '[{"role": "authenticated", "claims": {"sub": "11111111-1111-4111-8111-111111111111"}},
+           {"role": "authenticated", "claims": {"sub": "22222222-2222-4222-8222-222222222222"}}]') a on a.id = m.id
+  where m.channel_name = 'rt_orders:changes' and m.payload -> 'new' ->> 'id' = '3'
+  group by m.event_name, m.seq order by m.seq$$,
+  $$values ('insert', '{}'::integer[]), ('update', array[2])$$,
+  'the first owner''s version reaches nobody (no longer theirs, and not the new owner''s); the new version reaches the new owner');
+select is((select payload -> 'old' from realtime.messages where channel_name = 'rt_orders:changes' and event_name = 'update'
+           and payload -> 'new' ->> 'id' = '3'),
+  '{"id": 3}'::jsonb, 'and the hand-over carries nothing of the first owner''s version');
+-- Written in one writer's time zone, checked in another's: the same values.
+set local timezone = 'America/New_York';
+alter table public.rt_orders add column due timestamptz;
+select realtime.enable_changes('public.rt_orders', columns => array['status', 'owner', 'due']);
+insert into public.rt_orders values (40, '22222222-2222-4222-8222-222222222222', 'new', null, '2026-12-02 10:00+00');
+reset timezone;
+set local timezone = 'Asia/Tokyo';
+select results_eq($$
+  select a.identity from realtime.change_audience(
+    (select array_agg(id) from realtime.messages where channel_name = 'rt_orders:changes' and payload -> 'new' ->> 'id' = '40'),
+    '[{"role": "authenticated", "claims": {"sub": "22222222-2222-4222-8222-222222222222"}}]') a$$,
+  $$values (1)$$, 'a timestamp written in New York is the same version read in Tokyo');
+reset timezone;
+delete from public.rt_orders where id = 40;
+alter table public.rt_orders drop column due;
 
 -- changed_only, operations, public.
 select realtime.enable_changes('public.rt_orders', changed_only => true, operations => array['update', 'delete'],

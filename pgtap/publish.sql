@@ -1,21 +1,22 @@
 -- realtime.publish(): system messages for triggers and server code. Never
--- aborts the caller; drops are recorded; dedupe; who may call it.
+-- aborts the caller; drops are recorded; dedupe; who may call it (by
+-- privilege: realtime.may_publish, never trigger depth).
 -- (The WARNING itself and the NOTIFY are checked in test/publish.test.ts and
 -- test/notify.test.ts: pgTAP cannot see either.)
 begin;
-select plan(38);
+select plan(46);
 set local client_min_messages = error; -- the drops below each raise a WARNING
 
 select has_function('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish(channel, event, payload, dedupe_key) exists');
 select function_returns('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'uuid', 'publish returns the message id');
-select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish is SECURITY DEFINER');
+select isnt_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish runs as its caller (SECURITY INVOKER)');
 select is((select proconfig from pg_proc where oid = 'realtime.publish(text,text,jsonb,text)'::regprocedure),
   array['search_path=""'], 'publish runs with search_path = ''''');
 select volatility_is('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'volatile', 'publish is VOLATILE');
 select function_privs_are('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'service_role', array['EXECUTE'],
   'service_role may publish');
-select function_privs_are('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'public', array[]::text[],
-  'PUBLIC may not');
+select function_privs_are('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'public', array['EXECUTE'],
+  'any role may call it (and the body decides)');
 
 insert into realtime.channels (pattern) values ('order:%'), ('closed');
 update realtime.channels set enabled = false where pattern = 'closed';
@@ -65,18 +66,44 @@ select is((select payload from realtime.messages where dedupe_key = 'ship-42'), 
 insert into ids select 'd3', realtime.publish('order:43', 'shipped', '{}', 'ship-42');
 select isnt((select id from ids where label = 'd3'), (select id from ids where label = 'd1'), 'the same key on another channel is another message');
 
--- Who may call it: not anon/authenticated directly ...
+-- Who may call it: not a client role directly ...
 select realtime.impersonate('anon');
 select throws_ok($$select realtime.publish('order:42', 'e', '{}')$$, '42501', null, 'anon calling publish() directly: insufficient_privilege');
 reset role;
 select realtime.impersonate('authenticated', '{"sub": "11111111-1111-4111-8111-111111111111"}');
 select throws_ok($$select realtime.publish('order:42', 'e', '{}')$$, '42501', null, 'authenticated calling publish() directly: insufficient_privilege');
 reset role;
+create role rt_test_customer nologin in role authenticated;
+set local role rt_test_customer;
+select throws_ok($$select realtime.publish('order:42', 'e', '{}')$$, '42501', null, 'nor a role that is a member of authenticated');
+reset role;
 select realtime.impersonate('service_role');
 select lives_ok($$select realtime.publish('order:42', 'from-server', '{}')$$, 'service_role calls it directly');
 reset role;
+create role rt_test_app nologin;
+set local role rt_test_app;
+select isnt(realtime.publish('order:42', 'from-app', '{}'), null, 'an application role with no realtime grants publishes');
+reset role;
+select is((select sender_type from realtime.messages where event_name = 'from-app'), 'system', 'a system message');
 
--- ... but from a trigger fired by their own INSERT (an ordinary, SECURITY INVOKER trigger function).
+-- ... nor through a trigger of its own: a temporary table's, as anon and as authenticated.
+select realtime.impersonate('anon');
+create temporary table rt_test_anon_t (x int);
+create function pg_temp.rt_test_forge() returns trigger language plpgsql as $fn$
+begin perform realtime.publish('order:42', 'forged', '{}'); return new; end $fn$;
+create trigger rt_test_forge after insert on rt_test_anon_t for each row execute function pg_temp.rt_test_forge();
+select lives_ok($$insert into rt_test_anon_t values (1)$$, 'anon''s own insert goes on ...');
+reset role;
+select realtime.impersonate('authenticated', '{"sub": "11111111-1111-4111-8111-111111111111"}');
+create temporary table rt_test_auth_t (x int);
+create trigger rt_test_forge after insert on rt_test_auth_t for each row execute function pg_temp.rt_test_forge();
+select lives_ok($$insert into rt_test_auth_t values (1)$$, 'and so does authenticated''s ...');
+reset role;
+select is((select count(*)::int from realtime.messages where event_name = 'forged'), 0, '... but no system message is written');
+select is((select count(*)::int from realtime.dropped_messages where reason = 'not_allowed'), 2, 'each is recorded as not_allowed');
+
+-- An ordinary (SECURITY INVOKER) trigger fired by a client's write runs as the
+-- client: its message is dropped, the business write commits.
 create schema app;
 create table app.orders (id int primary key, status text not null);
 grant usage on schema app to authenticated;
@@ -89,13 +116,18 @@ end
 $fn$;
 create trigger orders_publish after insert or update on app.orders for each row execute function app.orders_publish();
 select realtime.impersonate('authenticated', '{"sub": "11111111-1111-4111-8111-111111111111"}');
-select lives_ok($$insert into app.orders values (7, 'new')$$, 'authenticated inserts a row whose trigger publishes');
+select lives_ok($$insert into app.orders values (7, 'new')$$, 'authenticated inserts a row whose invoker trigger publishes');
+reset role;
+select is((select count(*)::int from realtime.messages where channel_name = 'order:7'), 0, 'its message is not written');
+
+-- A SECURITY DEFINER trigger function, owned by a role that may publish, publishes for client writes.
+alter function app.orders_publish() security definer set search_path = '';
+revoke execute on function app.orders_publish() from public;
+select realtime.impersonate('authenticated', '{"sub": "11111111-1111-4111-8111-111111111111"}');
+select lives_ok($$update app.orders set status = 'paid' where id = 7$$, 'authenticated updates the row');
 reset role;
 select results_eq($$select sender_type, payload from realtime.messages where channel_name = 'order:7'$$,
-  $$values ('system'::text, '{"status": "new"}'::jsonb)$$, 'the trigger published a system message');
-select realtime.impersonate('authenticated', '{"sub": "11111111-1111-4111-8111-111111111111"}');
-select lives_ok($$update app.orders set status = 'paid' where id = 7$$, 'and an UPDATE publishes again');
-reset role;
+  $$values ('system'::text, '{"status": "paid"}'::jsonb)$$, 'the definer trigger published a system message');
 
 -- A publish never aborts the business write, even when the channel is missing.
 delete from realtime.channels where pattern = 'order:%';

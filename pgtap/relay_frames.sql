@@ -13,7 +13,7 @@ select has_function('realtime', 'replay_relay_frames', array['text', 'bigint', '
 select function_privs_are('realtime', 'replay_relay_frames', array['text', 'bigint', 'integer'], 'authenticated', array[]::text[],
   'clients may not read replays directly (the daemon checks can_subscribe first)');
 
--- Two user messages, written as the owner (the insert trigger trusts it with the sender).
+-- Two messages, written as the owner (a role that may publish: system messages).
 insert into realtime.channels (pattern) values ('chat:%');
 insert into realtime.messages (channel_name, event_name, payload, sender_type, sender_id)
 values ('chat:7', 'message', '{"text": "hi"}', 'user', 'a11ce000-0000-4000-8000-000000000001'),
@@ -30,7 +30,7 @@ select results_eq(
 select results_eq(
   $$select (f.frame::jsonb -> 'meta') - 'timestamp', f.frame::jsonb -> 'meta' ->> 'timestamp' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$'
     from realtime.relay_frames(array(select id from realtime.messages order by seq limit 1)) f$$,
-  $$select jsonb_build_object('messageId', m.id, 'seq', m.seq, 'senderType', 'user', 'senderId', m.sender_id), true
+  $$select jsonb_build_object('messageId', m.id, 'seq', m.seq, 'senderType', m.sender_type, 'senderId', m.sender_id), true
     from realtime.messages m order by m.seq limit 1$$,
   'meta carries messageId, seq, senderType, senderId and an ISO 8601 UTC timestamp');
 reset role;

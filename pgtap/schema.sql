@@ -1,7 +1,8 @@
 -- The realtime schema as a whole: what it holds, who may touch it, and the
--- rules every object follows (comment, search_path, no PUBLIC grants, RLS on).
+-- rules every object follows (comment, search_path, no PUBLIC grants but the
+-- publish path's, RLS on).
 begin;
-select plan(29);
+select plan(30);
 
 select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
@@ -20,7 +21,8 @@ select functions_are('realtime', array[
   'event_frame', 'stream_info', 'committed_between',
   'authorize_subscription', 'instance_heartbeat', 'instance_stop', 'presence_track', 'presence_untrack',
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
-  'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers']);
+  'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
+  'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -41,7 +43,8 @@ $$, 'anon, authenticated and service_role are subject to row-level security');
 select schema_privs_are('realtime', 'anon', array['USAGE']);
 select schema_privs_are('realtime', 'authenticated', array['USAGE']);
 select schema_privs_are('realtime', 'service_role', array['USAGE']);
-select schema_privs_are('realtime', 'public', array[]::text[]);
+-- Any role may call realtime.publish() (000012): its body decides.
+select schema_privs_are('realtime', 'public', array['USAGE']);
 
 select is_empty($$
   select c.relname from pg_class c
@@ -63,20 +66,36 @@ $$, 'SQL-standard bodies are kept to immutable validation helpers, never SECURIT
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace = 'realtime'::regnamespace and p.prosecdef
-    and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'publish', 'claim_webhook_deliveries',
+    and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'claim_webhook_deliveries',
                           'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info',
-                          'changes_trigger', 'enable_changes', 'disable_changes')
+                          'changes_trigger', 'enable_changes', 'disable_changes',
+                          'record_drop', 'channel_for_insert', 'system_message_id', 'messages_enqueue_webhooks')
 $$, 'only the documented functions are SECURITY DEFINER');
-select is_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text']);
+select isnt_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish runs as its caller: the role it sees decides');
 select is_definer('realtime', 'match_channel', array['text']);
 
+-- The exceptions (000012): realtime.publish(), and what it and the insert
+-- trigger call as the publishing role (any role may publish; the body decides).
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
   where p.pronamespace = 'realtime'::regnamespace and a.grantee = 0
+    and p.oid not in ('realtime.publish(text,text,jsonb,text)'::regprocedure, 'realtime.may_publish()'::regprocedure,
+                      'realtime.record_drop(text,text,text,integer)'::regprocedure, 'realtime.channel_for_insert(text)'::regprocedure,
+                      'realtime.system_message_id(text,text)'::regprocedure, 'realtime.match_channel(text)'::regprocedure,
+                      'realtime.max_payload_bytes()'::regprocedure, 'realtime.uid()'::regprocedure, 'realtime.claims()'::regprocedure,
+                      'realtime.is_valid_channel_name(text)'::regprocedure, 'realtime.is_valid_event_name(text)'::regprocedure)
   union all
   select c.oid::regclass::text from pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
   where c.relnamespace = 'realtime'::regnamespace and a.grantee = 0
-$$, 'PUBLIC holds no privilege on any function, table or sequence');
+$$, 'PUBLIC holds no other privilege on any function, table or sequence');
+select is_empty($$
+  select a.attname from pg_attribute a, aclexplode(a.attacl) x
+  where a.attrelid = 'realtime.messages'::regclass and x.grantee = 0 and x.privilege_type <> 'INSERT'
+  union all
+  select a.attname from pg_attribute a, aclexplode(a.attacl) x
+  where a.attrelid = 'realtime.messages'::regclass and x.grantee = 0
+    and a.attname not in ('id', 'channel_name', 'event_name', 'payload', 'dedupe_key')
+$$, 'on realtime.messages PUBLIC may only INSERT id, channel_name, event_name, payload and dedupe_key (the trigger decides the rest)');
 
 select is_empty($$
   select 'relation ' || c.relname from pg_class c
@@ -103,9 +122,10 @@ $$, 'every table, column, index, function, policy and trigger has a comment');
 select results_eq('select version, name from realtime.schema_versions order by version',
                   $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
                     (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
-                    (10, 'channel subscribers across instances'), (11, 'drop superseded functions')$$,
+                    (10, 'channel subscribers across instances'), (11, 'drop superseded functions'),
+                    (12, 'publish by privilege')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 11, 'realtime.version() is the highest migration');
+select is(realtime.version(), 12, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

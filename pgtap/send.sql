@@ -1,9 +1,10 @@
 -- realtime.send(role, claims, channel, event, payload, dedupe_key): a client
 -- publish, made by the daemon in one statement. Inserts as the client, so the
 -- INSERT policies on realtime.messages decide; returns id and seq, read back
--- as the daemon; a dedupe key already used by this sender returns the first.
+-- as the daemon; a dedupe key already used by this sender returns the first,
+-- and needs a sender whose sub is a UUID.
 begin;
-select plan(9);
+select plan(13);
 
 select has_function('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send exists');
 select isnt_definer('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send runs as the daemon, then as the client');
@@ -47,6 +48,22 @@ insert into sent select * from realtime.send('authenticated', '{"sub": "a11ce000
   'chat:7', 'message', '{"text": "no key"}');
 reset role;
 select is((select count(*)::int from realtime.messages), 2, 'two messages written (one deduplicated)');
+
+-- A dedupe key needs a sender the database can tell apart: a UUID sub.
+create policy rt_test_anyone_chats on realtime.messages for insert to anon, authenticated with check (realtime.channel_name() like 'chat:%');
+set local role rt_test_daemon;
+select throws_ok($$select * from realtime.send('anon', '{}', 'chat:7', 'message', '{}', 'k1')$$, 'RT400', null,
+  'an anonymous sender''s dedupe key: RT400 (every anonymous sender would share one namespace)');
+select throws_ok($$select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}', 'k1')$$, 'RT400', null,
+  'a non-UUID sub''s dedupe key: RT400');
+reset role;
+select realtime.impersonate('authenticated', '{"sub": "auth0|alice"}');
+select set_config('realtime.channel_name', 'chat:7', true);
+select throws_ok($$insert into realtime.messages (channel_name, event_name, payload, dedupe_key) values ('chat:7', 'm', '{}', 'k1')$$,
+  'RT400', null, 'and so is a direct INSERT''s (the insert trigger decides)');
+reset role;
+select lives_ok($$select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}')$$,
+  'without a dedupe key such a sender publishes');
 
 select * from finish();
 rollback;

@@ -18,7 +18,7 @@
 
 create schema realtime;
 comment on schema realtime is 'realtimed: Postgres-native realtime messaging. Row-level security on realtime.channels (SELECT = subscribe) and realtime.messages (INSERT = publish) decides who may do what.';
-grant usage on schema realtime to anon, authenticated, service_role;
+grant usage on schema realtime to anon, authenticated, public, service_role;
 
 --------------------------------------------------------------------------------
 -- Tables
@@ -162,14 +162,14 @@ create table realtime.dropped_messages (
   payload_bytes integer,
   dropped_at timestamp with time zone default now() not null,
   constraint dropped_messages_pkey PRIMARY KEY (id),
-  constraint dropped_messages_reason_check CHECK ((reason = ANY (ARRAY['invalid_channel_name'::text, 'invalid_event_name'::text, 'invalid_payload'::text, 'invalid_dedupe_key'::text, 'no_channel'::text, 'payload_too_large'::text])))
+  constraint dropped_messages_reason_check CHECK ((reason = ANY (ARRAY['invalid_channel_name'::text, 'invalid_event_name'::text, 'invalid_payload'::text, 'invalid_dedupe_key'::text, 'no_channel'::text, 'payload_too_large'::text, 'not_allowed'::text])))
 );
 alter table realtime.dropped_messages enable row level security;
 comment on table realtime.dropped_messages is 'Messages realtime.publish() dropped (with a WARNING) instead of aborting the caller''s transaction. Rolled back with the caller''s transaction, like the message would have been.';
 comment on column realtime.dropped_messages.id is 'Row id.';
 comment on column realtime.dropped_messages.channel_name is 'The channel name given (cut to 255 characters).';
 comment on column realtime.dropped_messages.event_name is 'The event name given (cut to 255 characters).';
-comment on column realtime.dropped_messages.reason is 'invalid_channel_name, invalid_event_name, invalid_payload (not a JSON object), invalid_dedupe_key, no_channel (no enabled channel matches) or payload_too_large.';
+comment on column realtime.dropped_messages.reason is 'invalid_channel_name, invalid_event_name, invalid_payload (not a JSON object), invalid_dedupe_key, no_channel (no enabled channel matches), payload_too_large, or not_allowed (a client role''s trigger called realtime.publish).';
 comment on column realtime.dropped_messages.payload_bytes is 'Size of the payload''s JSON text, when measured.';
 comment on column realtime.dropped_messages.dropped_at is 'When (transaction start).';
 CREATE INDEX dropped_messages_dropped_at_idx ON realtime.dropped_messages USING btree (dropped_at);
@@ -256,6 +256,8 @@ CREATE INDEX messages_xact_id_idx ON realtime.messages USING btree (xact_id);
 comment on index realtime.messages_xact_id_idx is 'Finding messages committed between two snapshots (realtime.committed_between).';
 create policy messages_service_role_select on realtime.messages for select to service_role using (true);
 comment on policy messages_service_role_select on realtime.messages is 'service_role (the daemon relaying committed messages) reads every message.';
+create policy messages_system_insert on realtime.messages for insert to public with check ((sender_type = 'system'::text));
+comment on policy messages_system_insert on realtime.messages is 'A role that may publish (realtime.may_publish) writes system messages; the insert trigger makes every other role''s row a user message, which this policy never admits (the DBA''s INSERT policies decide those).';
 CREATE TRIGGER messages_before_insert BEFORE INSERT ON realtime.messages FOR EACH ROW EXECUTE FUNCTION realtime.messages_before_insert();
 comment on trigger messages_before_insert on realtime.messages is 'Sender, channel and size of every new message are decided by the database.';
 CREATE TRIGGER messages_before_update BEFORE UPDATE ON realtime.messages FOR EACH ROW EXECUTE FUNCTION realtime.messages_before_update();
@@ -266,6 +268,7 @@ CREATE TRIGGER messages_notify AFTER INSERT ON realtime.messages FOR EACH ROW EX
 comment on trigger messages_notify on realtime.messages is 'Wakes the daemon for each committed message.';
 grant select on table realtime.messages to service_role;
 grant insert (channel_name, event_name, payload, dedupe_key) on table realtime.messages to anon, authenticated;
+grant insert (id, channel_name, event_name, payload, dedupe_key) on table realtime.messages to public;
 grant select on sequence realtime.messages_seq_seq to service_role;
 
 -- realtime.notify_key
@@ -650,6 +653,10 @@ CREATE OR REPLACE FUNCTION realtime.change_audience(ids uuid[], identities jsonb
  RETURNS TABLE(id uuid, identity integer)
  LANGUAGE plpgsql
  SET search_path TO ''
+ SET "TimeZone" TO 'UTC'
+ SET "IntervalStyle" TO 'postgres'
+ SET extra_float_digits TO '1'
+ SET bytea_output TO 'hex'
 AS $function$
 declare
   v_table record;
@@ -660,7 +667,7 @@ begin
   -- Per source table: one query per identity over all its events, as that
   -- identity, so the table's own policies decide which rows it sees now.
   for v_table in
-    select cs.table_id, cs.primary_key,
+    select cs.table_id, cs.primary_key, cs.columns,
            pg_catalog.array_agg(m.id order by m.seq) as message_ids,
            pg_catalog.jsonb_agg(m.payload -> 'new' order by m.seq) as rows
     from realtime.messages m
@@ -668,18 +675,28 @@ begin
       on cs.table_id = pg_catalog.to_regclass(pg_catalog.quote_ident(m.payload ->> 'schema') || '.'
                                              || pg_catalog.quote_ident(m.payload ->> 'table'))
     where m.id = any (change_audience.ids) and realtime.needs_row_check(m)
-    group by cs.table_id, cs.primary_key
+    group by cs.table_id, cs.primary_key, cs.columns
   loop
     -- The keys are typed in a subquery kept apart (offset 0), so the lookup is
     -- a plain equality between columns: leakproof, so the planner may use the
     -- primary key's index under the table's policies (a non-leakproof jsonb
     -- operator in that condition would force a scan of the whole table).
+    -- Then the version: each column the event carries must still hold the
+    -- value it carries, as this identity reads the row (its column grants
+    -- included). A version that changed since is not checked: it is withheld.
     select pg_catalog.format(
-             'select coalesce(pg_catalog.array_agg(k.i::integer), ''{}'') from (select %s, x.i from pg_catalog.jsonb_array_elements($1) with ordinality x(r, i) offset 0) k where exists (select from %s t where %s)',
+             'select coalesce(pg_catalog.array_agg(k.i::integer), ''{}'') from (select %s, x.r, x.i from pg_catalog.jsonb_array_elements($1) with ordinality x(r, i) offset 0) k where exists (select from %s t where %s and (select pg_catalog.bool_and((%s) -> e.key = e.value) from pg_catalog.jsonb_each(k.r) e))',
              pg_catalog.string_agg(pg_catalog.format('(x.r ->> %L)::%s as c%s', a.attname,
                                                      pg_catalog.format_type(a.atttypid, a.atttypmod), k.n), ', '),
              v_table.table_id,
-             pg_catalog.string_agg(pg_catalog.format('t.%I = k.c%s', a.attname, k.n), ' and '))
+             pg_catalog.string_agg(pg_catalog.format('t.%I = k.c%s', a.attname, k.n), ' and '),
+             (select pg_catalog.string_agg(pg_catalog.format('pg_catalog.jsonb_build_object(%s)', chunk.args), ' || ')
+              from (select pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c.attname, c.attname), ', ') as args
+                    from (select ca.attname, (pg_catalog.row_number() over (order by ca.attnum) - 1) / 50 as part
+                          from pg_catalog.pg_attribute ca
+                          where ca.attrelid = v_table.table_id and ca.attnum > 0 and not ca.attisdropped
+                            and (v_table.columns is null or ca.attname = any (v_table.columns))) c
+                    group by c.part) chunk))
       into v_sql
     from pg_catalog.unnest(v_table.primary_key) with ordinality k(col, n)
     join pg_catalog.pg_attribute a on a.attrelid = v_table.table_id and a.attname = k.col;
@@ -699,7 +716,7 @@ begin
   end loop;
 end
 $function$;
-comment on function realtime.change_audience(uuid[], jsonb) is 'For the daemon: which identities ([{role, claims}], numbered from 1) may see which row-checked change events among ids, by selecting each row by primary key as that identity under the source table''s row-level security. One row per (message, identity) allowed; events that need no check are not listed.';
+comment on function realtime.change_audience(uuid[], jsonb) is 'For the daemon: which identities ([{role, claims}], numbered from 1) may see which row-checked change events among ids: the row, looked up by primary key as that identity under the source table''s row-level security and column grants, still holds every value the event carries (a version that changed since is withheld from everyone). One row per (message, identity) allowed; events that need no check are not listed.';
 grant execute on function realtime.change_audience(uuid[], jsonb) to service_role;
 
 -- realtime.changes_trigger()
@@ -709,6 +726,10 @@ CREATE OR REPLACE FUNCTION realtime.changes_trigger()
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO ''
+ SET "TimeZone" TO 'UTC'
+ SET "IntervalStyle" TO 'postgres'
+ SET extra_float_digits TO '1'
+ SET bytea_output TO 'hex'
 AS $function$
 declare
   v_cfg realtime.change_streams;
@@ -740,8 +761,9 @@ begin
       into v_new, v_old
     from pg_catalog.jsonb_each(v_new) e;
   end if;
-  if tg_op = 'DELETE' and not v_cfg.public then
-    -- Nobody's row-level security can be asked about a deleted row: only its key goes out.
+  if tg_op <> 'INSERT' and not v_cfg.public then
+    -- Nobody's row-level security can be asked about an old version of a row
+    -- (an UPDATE's) or a deleted one: only its key goes out.
     v_old := (select pg_catalog.jsonb_object_agg(e.key, e.value) from pg_catalog.jsonb_each(v_old) e
               where e.key = any (v_cfg.primary_key));
   end if;
@@ -756,7 +778,22 @@ begin
   return null;
 end
 $function$;
-comment on function realtime.changes_trigger() is 'Trigger installed by realtime.enable_changes: publishes each row change to the stream''s channel and, with row_channels, to <table>:<primary key>, carrying only the stream''s columns.';
+comment on function realtime.changes_trigger() is 'Trigger installed by realtime.enable_changes: publishes each row change to the stream''s channel and, with row_channels, to <table>:<primary key>, carrying only the stream''s columns; for a stream that is not public, the old row of an UPDATE or DELETE carries only its primary key. Values are written with fixed settings (UTC, ISO intervals, shortest exact floats, hex bytea), whatever the writer''s session says, so realtime.change_audience can compare them.';
+
+-- realtime.channel_for_insert(text)
+
+CREATE OR REPLACE FUNCTION realtime.channel_for_insert(channel_name text, OUT channel_id uuid, OUT max_message_bytes integer, OUT webhook_count integer)
+ RETURNS record
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+  select c.id, c.max_message_bytes, coalesce(pg_catalog.cardinality(c.webhook_urls), 0)
+  from (select realtime.match_channel(channel_for_insert.channel_name) as id) m
+  left join realtime.channels c on c.id = m.id
+$function$;
+comment on function realtime.channel_for_insert(text) is 'For the insert trigger: the enabled channel a name matches (NULL when none), its max_message_bytes and how many webhook URLs it has, read as the owner (a client may not see the row).';
+grant execute on function realtime.channel_for_insert(text) to public;
 
 -- realtime.channel_name()
 
@@ -837,7 +874,7 @@ CREATE OR REPLACE FUNCTION realtime.claims()
  SET search_path TO ''
 AS $function$ select nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb $function$;
 comment on function realtime.claims() is 'The verified JWT claims of the client (setting request.jwt.claims), as jsonb. NULL when none are set.';
-grant execute on function realtime.claims() to anon, authenticated, service_role;
+grant execute on function realtime.claims() to anon, authenticated, public, service_role;
 
 -- realtime.committed_between(pg_snapshot, pg_snapshot)
 
@@ -1079,7 +1116,7 @@ BEGIN ATOMIC
  SELECT COALESCE((((octet_length(name) >= 1) AND (octet_length(name) <= 255)) AND (name !~ '[[:space:][:cntrl:]%]'::text)), false) AS "coalesce";
 END;
 comment on function realtime.is_valid_channel_name(text) is 'A concrete channel name: 1 to 255 bytes, no white space, no control characters and no % (the pattern wildcard).';
-grant execute on function realtime.is_valid_channel_name(text) to anon, authenticated, service_role;
+grant execute on function realtime.is_valid_channel_name(text) to anon, authenticated, public, service_role;
 
 -- realtime.is_valid_channel_pattern(text)
 
@@ -1103,7 +1140,7 @@ BEGIN ATOMIC
  SELECT COALESCE((((octet_length(name) >= 1) AND (octet_length(name) <= 255)) AND (name !~ '[[:cntrl:]]'::text)), false) AS "coalesce";
 END;
 comment on function realtime.is_valid_event_name(text) is 'An event name: 1 to 255 bytes, no control characters.';
-grant execute on function realtime.is_valid_event_name(text) to anon, authenticated, service_role;
+grant execute on function realtime.is_valid_event_name(text) to anon, authenticated, public, service_role;
 
 -- realtime.match_channel(text)
 
@@ -1142,7 +1179,7 @@ begin
 end
 $function$;
 comment on function realtime.match_channel(text) is 'The id of the channel a concrete name belongs to, or NULL. The best match (exact, else longest literal prefix) decides; if it is disabled the result is NULL. Only % is a wildcard.';
-grant execute on function realtime.match_channel(text) to anon, authenticated, service_role;
+grant execute on function realtime.match_channel(text) to anon, authenticated, public, service_role;
 
 -- realtime.max_payload_bytes()
 
@@ -1153,7 +1190,25 @@ CREATE OR REPLACE FUNCTION realtime.max_payload_bytes()
  SET search_path TO ''
 AS $function$ select coalesce((select c.max_payload_bytes from realtime.config c), 65536) $function$;
 comment on function realtime.max_payload_bytes() is 'The payload cap from realtime.config (65536 if the row is missing).';
-grant execute on function realtime.max_payload_bytes() to anon, authenticated, service_role;
+grant execute on function realtime.max_payload_bytes() to anon, authenticated, public, service_role;
+
+-- realtime.may_publish()
+
+CREATE OR REPLACE FUNCTION realtime.may_publish()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO ''
+AS $function$
+  select r.rolsuper
+      or pg_catalog.pg_has_role(current_user, 'service_role', 'MEMBER')
+      or not (pg_catalog.pg_has_role(current_user, 'anon', 'MEMBER')
+              or pg_catalog.pg_has_role(current_user, 'authenticated', 'MEMBER'))
+  from pg_catalog.pg_roles r
+  where r.rolname = current_user
+$function$;
+comment on function realtime.may_publish() is 'Whether the current role may write system messages (realtime.publish, or an INSERT into realtime.messages): any role but a client role. Client roles are anon, authenticated and every role that is a member of either (inherited or not), unless it is a superuser or a member of service_role.';
+grant execute on function realtime.may_publish() to public;
 
 -- realtime.messages_before_insert()
 
@@ -1163,63 +1218,84 @@ CREATE OR REPLACE FUNCTION realtime.messages_before_insert()
  SET search_path TO ''
 AS $function$
 declare
-  v_trusted boolean;
+  v_trusted boolean := realtime.may_publish();
+  v_channel record;
   v_bytes integer;
   v_cap integer;
-  v_channel_cap integer;
+  v_reason text;
 begin
-  -- Only the table owner (realtime.publish runs as the owner) decides who sent
-  -- a message; everyone else is a user, identified by the database.
-  select pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') into v_trusted
-  from pg_catalog.pg_class c where c.oid = tg_relid;
-  if not v_trusted then
-    new.sender_type := 'user';
-    new.sender_id := realtime.uid();
-    new.channel_id := null;
-  end if;
   new.ws_audience_count := 0;
   new.wh_delivered_count := 0;
-
-  if new.channel_id is null then
+  if v_trusted then
+    -- A system message (realtime.publish, a trigger, server code). It never
+    -- raises into the writing transaction: a bad one is dropped and recorded.
+    new.sender_type := 'system';
+    new.sender_id := null;
+    new.payload := coalesce(new.payload, '{}'::jsonb);
     if not realtime.is_valid_channel_name(new.channel_name) then
-      raise exception 'realtime: invalid channel name'
-        using errcode = 'RT400',
-              detail = 'A channel name is 1 to 255 bytes without white space, control characters or %.';
+      v_reason := 'invalid_channel_name';
+    elsif not realtime.is_valid_event_name(new.event_name) then
+      v_reason := 'invalid_event_name';
+    elsif pg_catalog.jsonb_typeof(new.payload) <> 'object' then
+      v_reason := 'invalid_payload';
+    elsif new.dedupe_key is not null and pg_catalog.octet_length(new.dedupe_key) not between 1 and 255 then
+      v_reason := 'invalid_dedupe_key';
+    else
+      v_channel := realtime.channel_for_insert(new.channel_name);
+      if v_channel.channel_id is null then
+        v_reason := 'no_channel';
+      else
+        v_bytes := pg_catalog.octet_length(new.payload::text);
+        if v_bytes > realtime.max_payload_bytes() then
+          v_reason := 'payload_too_large';
+        end if;
+      end if;
     end if;
-    new.channel_id := realtime.match_channel(new.channel_name);
-    if new.channel_id is null then
-      raise exception 'realtime: no enabled channel matches "%"', new.channel_name
-        using errcode = 'RT404';
+    if v_reason is not null then
+      perform realtime.record_drop(new.channel_name, new.event_name, v_reason, v_bytes);
+      raise warning 'realtime.publish: message to channel "%" dropped: %', pg_catalog.left(new.channel_name, 255), v_reason
+        using hint = 'Recorded in realtime.dropped_messages.';
+      return null;
     end if;
+    new.channel_id := v_channel.channel_id;
+    new.wh_audience_count := v_channel.webhook_count;
+    return new;
   end if;
 
-  if not v_trusted then
-    v_bytes := pg_catalog.octet_length(new.payload::text);
-    v_cap := realtime.max_payload_bytes();
-    select c.max_message_bytes into v_channel_cap from realtime.channels c where c.id = new.channel_id;
-    if v_bytes > v_cap then
-      raise exception 'realtime: payload is % bytes, over the limit of % bytes', v_bytes, v_cap
-        using errcode = 'RT413',
-              hint = 'The limit is realtime.config.max_payload_bytes.';
-    end if;
-    if v_bytes > v_channel_cap then
-      raise exception 'realtime: payload is % bytes, over this channel''s limit of % bytes', v_bytes, v_channel_cap
-        using errcode = 'RT413',
-              hint = 'The limit is max_message_bytes of the channel''s row in realtime.channels.';
-    end if;
+  -- A client's message: the database says who sent it, and errors are the client's.
+  new.id := pg_catalog.gen_random_uuid();
+  new.sender_type := 'user';
+  new.sender_id := realtime.uid();
+  new.wh_audience_count := 0;
+  if not realtime.is_valid_channel_name(new.channel_name) then
+    raise exception 'realtime: invalid channel name'
+      using errcode = 'RT400',
+            detail = 'A channel name is 1 to 255 bytes without white space, control characters or %.';
   end if;
-
-  -- Only system messages go to webhooks (only the owner can write those).
-  if new.sender_type = 'system' then
-    select coalesce(pg_catalog.cardinality(c.webhook_urls), 0) into new.wh_audience_count
-    from realtime.channels c where c.id = new.channel_id;
-  else
-    new.wh_audience_count := 0;
+  if new.dedupe_key is not null and new.sender_id is null then
+    raise exception 'realtime: a dedupe key needs a sender whose sub claim is a UUID'
+      using errcode = 'RT400',
+            detail = 'Without one, senders could not be told apart, and one sender''s key would answer for another''s.';
+  end if;
+  v_channel := realtime.channel_for_insert(new.channel_name);
+  if v_channel.channel_id is null then
+    raise exception 'realtime: no enabled channel matches "%"', new.channel_name using errcode = 'RT404';
+  end if;
+  new.channel_id := v_channel.channel_id;
+  v_bytes := pg_catalog.octet_length(new.payload::text);
+  v_cap := realtime.max_payload_bytes();
+  if v_bytes > v_cap then
+    raise exception 'realtime: payload is % bytes, over the limit of % bytes', v_bytes, v_cap
+      using errcode = 'RT413', hint = 'The limit is realtime.config.max_payload_bytes.';
+  end if;
+  if v_bytes > v_channel.max_message_bytes then
+    raise exception 'realtime: payload is % bytes, over this channel''s limit of % bytes', v_bytes, v_channel.max_message_bytes
+      using errcode = 'RT413', hint = 'The limit is max_message_bytes of the channel''s row in realtime.channels.';
   end if;
   return new;
 end
 $function$;
-comment on function realtime.messages_before_insert() is 'Trigger: sets sender_type/sender_id for client inserts (never trusted from the client), matches the channel (RT400 bad name, RT404 no enabled channel), enforces the payload caps of realtime.config and of the channel (RT413) and sets the webhook audience of system messages.';
+comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a UUID sub, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience.';
 
 -- realtime.messages_before_update()
 
@@ -1254,6 +1330,7 @@ comment on function realtime.messages_before_update() is 'Trigger: a message nev
 CREATE OR REPLACE FUNCTION realtime.messages_enqueue_webhooks()
  RETURNS trigger
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO ''
 AS $function$
 begin
@@ -1266,7 +1343,7 @@ begin
   return null;
 end
 $function$;
-comment on function realtime.messages_enqueue_webhooks() is 'Trigger: writes the outbox rows of a system message in its own transaction, and wakes the daemon (NOTIFY realtime_webhooks).';
+comment on function realtime.messages_enqueue_webhooks() is 'Trigger: writes the outbox rows of a system message in its own transaction, and wakes the daemon (NOTIFY realtime_webhooks). SECURITY DEFINER: the writer of a system message need not see the outbox.';
 
 -- realtime.messages_notify()
 
@@ -1333,6 +1410,7 @@ AS $function$
 declare
   v_key text := coalesce(nullif(claims ->> 'sub', ''), 'conn:' || connection::text);
   v_bytes integer := pg_catalog.octet_length(state::text);
+  v_seed bigint;
 begin
   if pg_catalog.jsonb_typeof(state) is distinct from 'object' then
     raise exception 'realtime: presence state must be a JSON object' using errcode = 'RT400';
@@ -1347,8 +1425,12 @@ begin
     raise exception 'realtime: not allowed to set presence on this channel' using errcode = '42501';
   end if;
   perform pg_catalog.set_config('role', 'none', true);
-  -- One writer per channel at a time, so the member count holds.
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('realtime.presence:' || channel));
+  -- One writer per channel at a time, so the member count holds. The lock's
+  -- key comes from realtime.notify_key (service_role only): another role
+  -- cannot compute it to hold it. Bounded wait all the same.
+  select ('x' || pg_catalog.left(pg_catalog.md5(k.key), 16))::bit(64)::bigint into v_seed from realtime.notify_key k;
+  perform pg_catalog.set_config('lock_timeout', '2s', true);
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('realtime.presence:' || channel, coalesce(v_seed, 0)));
   if not exists (select from realtime.presence p where p.channel_name = channel and p.member_key = v_key)
      and (select pg_catalog.count(distinct p.member_key) from realtime.presence p where p.channel_name = channel) >= max_members then
     raise exception 'realtime: channel has % presence members, the limit', max_members using errcode = 'RT429';
@@ -1441,95 +1523,55 @@ grant execute on function realtime.prune(interval, integer) to service_role;
 CREATE OR REPLACE FUNCTION realtime.publish(channel_name text, event_name text, payload jsonb, dedupe_key text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_id uuid := pg_catalog.gen_random_uuid();
+  v_written integer;
+begin
+  if not realtime.may_publish() then
+    if pg_catalog.pg_trigger_depth() = 0 then
+      raise exception 'realtime.publish() may not be called by client role %', current_user
+        using errcode = '42501',
+              hint = 'Clients publish by inserting into realtime.messages, under its INSERT policies. A trigger that publishes for client writes must be SECURITY DEFINER, owned by a role that may publish.';
+    end if;
+    -- Inside a client's write (a trigger running as the client): the write goes on.
+    perform realtime.record_drop(publish.channel_name, publish.event_name, 'not_allowed', null);
+    raise warning 'realtime.publish: message to channel "%" dropped: not_allowed (role %)',
+      pg_catalog.left(publish.channel_name, 255), current_user
+      using hint = 'Make the trigger function SECURITY DEFINER, owned by a role that may publish. Recorded in realtime.dropped_messages.';
+    return null;
+  end if;
+  -- The insert trigger validates, and drops (never raises) what cannot be written.
+  insert into realtime.messages (id, channel_name, event_name, payload, dedupe_key)
+  values (v_id, publish.channel_name, publish.event_name, publish.payload, publish.dedupe_key)
+  on conflict do nothing;
+  get diagnostics v_written = row_count;
+  if v_written = 1 then
+    return v_id;
+  end if;
+  -- Dropped (recorded by the trigger), or a repeat of a dedupe key: its first id.
+  return case when publish.dedupe_key is not null
+              then realtime.system_message_id(publish.channel_name, publish.dedupe_key) end;
+end
+$function$;
+comment on function realtime.publish(text, text, jsonb, text) is 'Publishes a system message (for triggers and server code) and returns its id. Runs as its caller: any role may, but a client role (realtime.may_publish), which gets 42501 when it calls it itself and a dropped message (WARNING, reason not_allowed) from its own trigger. Never aborts the caller for its input: a bad name, no enabled channel or a payload over the cap gives a WARNING, a row in realtime.dropped_messages and NULL. With dedupe_key, a repeat returns the first id and notifies nothing.';
+grant execute on function realtime.publish(text, text, jsonb, text) to anon, authenticated, public, service_role;
+
+-- realtime.record_drop(text, text, text, integer)
+
+CREATE OR REPLACE FUNCTION realtime.record_drop(channel_name text, event_name text, reason text, payload_bytes integer)
+ RETURNS void
+ LANGUAGE sql
  SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-#variable_conflict use_column
-declare
-  v_role text := pg_catalog.current_setting('role');
-  v_channel_id uuid;
-  v_bytes integer;
-  v_cap integer;
-  v_reason text;
-  v_id uuid;
-begin
-  -- Client roles may publish system messages only through a trigger the DBA
-  -- wrote, never by calling this function themselves.
-  if v_role = 'none' then
-    v_role := session_user;
-  end if;
-  if pg_catalog.pg_trigger_depth() = 0 and v_role in ('anon', 'authenticated') then
-    raise exception 'realtime.publish() may not be called directly by role %', v_role
-      using errcode = '42501',
-            hint = 'Clients publish by inserting into realtime.messages, under its INSERT policies.';
-  end if;
-
-  payload := coalesce(payload, '{}'::jsonb);
-  if not realtime.is_valid_channel_name(channel_name) then
-    v_reason := 'invalid_channel_name';
-  elsif not realtime.is_valid_event_name(event_name) then
-    v_reason := 'invalid_event_name';
-  elsif pg_catalog.jsonb_typeof(payload) <> 'object' then
-    v_reason := 'invalid_payload';
-  elsif dedupe_key is not null and pg_catalog.octet_length(dedupe_key) not between 1 and 255 then
-    v_reason := 'invalid_dedupe_key';
-  else
-    v_channel_id := realtime.match_channel(channel_name);
-    if v_channel_id is null then
-      v_reason := 'no_channel';
-    else
-      v_bytes := pg_catalog.octet_length(payload::text);
-      v_cap := realtime.max_payload_bytes();
-      if v_bytes > v_cap then
-        v_reason := 'payload_too_large';
-      end if;
-    end if;
-  end if;
-
-  if v_reason is not null then
-    insert into realtime.dropped_messages (channel_name, event_name, reason, payload_bytes)
-    values (coalesce(pg_catalog.left(channel_name, 255), ''), pg_catalog.left(event_name, 255),
-            v_reason, v_bytes);
-    raise warning 'realtime.publish: message to channel "%" dropped: %',
-      pg_catalog.left(channel_name, 255), v_reason
-      using hint = 'Recorded in realtime.dropped_messages.';
-    return null;
-  end if;
-
-  if dedupe_key is null then
-    -- The common case: no arbiter index to check.
-    insert into realtime.messages as m
-      (channel_id, channel_name, event_name, payload, sender_type, sender_id)
-    values
-      (v_channel_id, publish.channel_name, publish.event_name, publish.payload, 'system', null)
-    returning m.id into v_id;
-    return v_id;
-  end if;
-
-  insert into realtime.messages as m
-    (channel_id, channel_name, event_name, payload, sender_type, sender_id, dedupe_key)
-  values
-    (v_channel_id, publish.channel_name, publish.event_name, publish.payload, 'system', null,
-     publish.dedupe_key)
-  on conflict (channel_name, sender_type,
-               coalesce(sender_id, '00000000-0000-0000-0000-000000000000'::uuid), dedupe_key)
-    where dedupe_key is not null
-  do nothing
-  returning m.id into v_id;
-
-  if v_id is null then
-    select m.id into v_id
-    from realtime.messages m
-    where m.channel_name = publish.channel_name
-      and m.sender_type = 'system'
-      and m.sender_id is null
-      and m.dedupe_key = publish.dedupe_key;
-  end if;
-  return v_id;
-end
+  insert into realtime.dropped_messages (channel_name, event_name, reason, payload_bytes)
+  values (coalesce(pg_catalog.left(record_drop.channel_name, 255), ''), pg_catalog.left(record_drop.event_name, 255),
+          record_drop.reason, record_drop.payload_bytes)
 $function$;
-comment on function realtime.publish(text, text, jsonb, text) is 'Publishes a system message (for triggers and server code) and returns its id. Never aborts the caller: a bad name, no enabled channel or a payload over the cap gives a WARNING, a row in realtime.dropped_messages and NULL. With dedupe_key, a repeat returns the first id and notifies nothing. anon/authenticated may call it only from a trigger.';
-grant execute on function realtime.publish(text, text, jsonb, text) to anon, authenticated, service_role;
+comment on function realtime.record_drop(text, text, text, integer) is 'Records a message realtime.publish() (or a system insert) did not write, in realtime.dropped_messages. reason is one of that table''s values.';
+grant execute on function realtime.record_drop(text, text, text, integer) to public;
 
 -- realtime.record_webhook_attempts(jsonb)
 
@@ -1681,12 +1723,13 @@ begin
   perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(send.claims ->> 'sub', ''), true);
   v_sender := realtime.uid();
   if send.dedupe_key is not null then
+    if v_sender is null then
+      raise exception 'realtime: a dedupe key needs a sender whose sub claim is a UUID' using errcode = 'RT400';
+    end if;
     select m.id, m.seq into v_id, v_seq
     from realtime.messages m
     where m.channel_name = send.channel and m.sender_type = 'user'
-      and coalesce(m.sender_id, '00000000-0000-0000-0000-000000000000'::uuid)
-          = coalesce(v_sender, '00000000-0000-0000-0000-000000000000'::uuid)
-      and m.dedupe_key = send.dedupe_key;
+      and m.sender_id = v_sender and m.dedupe_key = send.dedupe_key;
     if found then
       return query select v_id, v_seq, true;
       return;
@@ -1709,9 +1752,7 @@ begin
       return query
         select m.id, m.seq, true from realtime.messages m
         where m.channel_name = send.channel and m.sender_type = 'user'
-          and coalesce(m.sender_id, '00000000-0000-0000-0000-000000000000'::uuid)
-              = coalesce(v_sender, '00000000-0000-0000-0000-000000000000'::uuid)
-          and m.dedupe_key = send.dedupe_key;
+          and m.sender_id = v_sender and m.dedupe_key = send.dedupe_key;
       return;
     end;
   end if;
@@ -1722,7 +1763,7 @@ begin
   return query select m.id, m.seq, false from realtime.messages m where m.seq = v_seq;
 end
 $function$;
-comment on function realtime.send(text, jsonb, text, text, jsonb, text) is 'For the daemon: a client publish. Inserts as the client (impersonate(role, claims)), so the INSERT policies on realtime.messages decide, and returns the id and seq; with a dedupe key already used by this sender on this channel, the first message (duplicate = true).';
+comment on function realtime.send(text, jsonb, text, text, jsonb, text) is 'For the daemon: a client publish. Inserts as the client (impersonate(role, claims)), so the INSERT policies on realtime.messages decide, and returns the id and seq; with a dedupe key already used by this sender on this channel, the first message (duplicate = true). RT400 for a dedupe key from a sender whose sub is not a UUID.';
 grant execute on function realtime.send(text, jsonb, text, text, jsonb, text) to service_role;
 
 -- realtime.send_ephemeral(text, jsonb, text, text, text)
@@ -1767,6 +1808,21 @@ $function$;
 comment on function realtime.stream_info() is 'The stream epoch (changes with realtime.config.epoch, the database, and the WAL timeline: a restore or failover), the highest seq allocated, and realtime.config.pruned_through_seq.';
 grant execute on function realtime.stream_info() to service_role;
 
+-- realtime.system_message_id(text, text)
+
+CREATE OR REPLACE FUNCTION realtime.system_message_id(channel_name text, dedupe_key text)
+ RETURNS uuid
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+  select m.id from realtime.messages m
+  where m.channel_name = system_message_id.channel_name and m.sender_type = 'system'
+    and m.sender_id is null and m.dedupe_key = system_message_id.dedupe_key
+$function$;
+comment on function realtime.system_message_id(text, text) is 'The id of the system message written with this dedupe key on this channel, if any (realtime.publish returns it for a repeat).';
+grant execute on function realtime.system_message_id(text, text) to public;
+
 -- realtime.touch_updated_at()
 
 CREATE OR REPLACE FUNCTION realtime.touch_updated_at()
@@ -1797,7 +1853,7 @@ AS $function$
                         realtime.claims() ->> 'sub') as sub) s
 $function$;
 comment on function realtime.uid() is 'The client''s user id: the sub claim (setting request.jwt.claim.sub, else claims()->>''sub'') as uuid; NULL when absent or not a uuid (read realtime.claims()->>''sub'' for other subject formats).';
-grant execute on function realtime.uid() to anon, authenticated, service_role;
+grant execute on function realtime.uid() to anon, authenticated, public, service_role;
 
 -- realtime.version()
 

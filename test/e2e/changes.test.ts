@@ -10,7 +10,7 @@ import { createDatabase, type TestDatabase } from '../helpers/db.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { ALICE, BOB, userToken } from '../helpers/jwt.js';
 import { TestClient, type Frame } from '../helpers/ws.js';
-import { settle } from '../helpers/wait.js';
+import { settle, until } from '../helpers/wait.js';
 
 
 /** shop.orders: each user sees only their own rows; `card` must never leave the table. */
@@ -59,7 +59,7 @@ t.test('INSERT, UPDATE, DELETE reach only subscribers whose RLS shows the row, w
   t.same(payloadOf(a[0] as Frame), {
     op: 'INSERT', schema: 'shop', table: 'orders', old: null, new: { id: 1, owner: ALICE, status: 'new' },
   }, 'INSERT: {op, schema, table, new, old}, no card');
-  t.same(payloadOf(a[1] as Frame)['old'], { id: 1, owner: ALICE, status: 'new' }, 'UPDATE carries the old values');
+  t.same(payloadOf(a[1] as Frame)['old'], { id: 1 }, 'UPDATE carries only the old row\'s key (no one can be asked about the old version)');
   t.same(payloadOf(a[1] as Frame)['new'], { id: 1, owner: ALICE, status: 'paid' }, 'and the new ones');
   const b = changes(bob);
   t.same(b.map((f) => (payloadOf(f)['new'] as { id: number }).id), [2], 'bob: only his own row, never alice\'s');
@@ -87,6 +87,39 @@ t.test('the row is judged when the event is relayed: changed out of view first, 
   t.equal((payloadOf(event)['new'] as { id: number }).id, 10, 'row 9 (now bob\'s) never reached alice; row 10 did');
   await settle(300);
   t.equal(changes(alice).length, 0, 'nothing else');
+});
+
+t.test('a row handed from one owner to another: nobody receives a version they could not see (finding 4)', async (t) => {
+  const db = await createDatabase(t);
+  await shop(db);
+  const { wsUrl } = await startDaemon(t, db);
+  const CAROL = 'ca201000-0000-4000-8000-000000000003';
+  const clients = {
+    alice: await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) }),
+    bob: await TestClient.connect(t, wsUrl, { token: await userToken(BOB) }),
+    carol: await TestClient.connect(t, wsUrl, { token: await userToken(CAROL) }),
+  };
+  for (const c of Object.values(clients)) await c.subscribe('orders:changes');
+  await db.pool.query(`insert into shop.orders values (20, $1, 'alices-secret-status', null)`, [ALICE]);
+  await clients.alice.next((f) => f.type === 'event' && f['event'] === 'insert');
+  await db.pool.query(`update shop.orders set owner = $1, status = 'bobs-now' where id = 20`, [BOB]);
+  const moved = await clients.bob.next((f) => f.type === 'event' && f['event'] === 'update');
+  t.same(payloadOf(moved)['old'], { id: 20 }, "bob's update event carries nothing of alice's version");
+  // Inserted for bob and handed to carol in one transaction.
+  const client = await db.pool.connect();
+  try {
+    await client.query('begin');
+    await client.query(`insert into shop.orders values (21, $1, 'bobs-secret-status', null)`, [BOB]);
+    await client.query(`update shop.orders set owner = $1, status = 'carols' where id = 21`, [CAROL]);
+    await client.query('commit');
+  } finally {
+    client.release();
+  }
+  const handed = await clients.carol.next((f) => f.type === 'event' && (payloadOf(f)['new'] as { id: number }).id === 21);
+  t.equal(handed['event'], 'update', 'carol gets the event of her own version ...');
+  await settle(300);
+  t.notOk(JSON.stringify([...clients.carol.frames, handed]).includes('bobs-secret-status'), "... and never bob's version of row 21");
+  t.notOk(JSON.stringify([...clients.bob.frames, moved]).includes('alices-secret-status'), "bob never saw alice's status");
 });
 
 t.test('DELETE of a non-public stream: every subscriber, only the key', async (t) => {
@@ -125,9 +158,10 @@ t.test('replay (since) applies the row check too', async (t) => {
   const db = await createDatabase(t);
   await shop(db);
   const { wsUrl } = await startDaemon(t, db);
-  await db.pool.query(`insert into shop.orders values (1, $1, 'new', null), (2, $2, 'new', null), (3, $1, 'new', null)`, [ALICE, BOB]);
   const bob = await TestClient.connect(t, wsUrl, { token: await userToken(BOB) });
-  const reply = await bob.request({ type: 'subscribe', channel: 'orders:changes', since: 0 });
+  const position = await bob.position('orders:changes');
+  await db.pool.query(`insert into shop.orders values (1, $1, 'new', null), (2, $2, 'new', null), (3, $1, 'new', null)`, [ALICE, BOB]);
+  const reply = await bob.request({ type: 'subscribe', channel: 'orders:changes', ...position });
   t.equal(reply.type, 'subscribed');
   await settle(300);
   t.same(changes(bob).map((f) => (payloadOf(f)['new'] as { id: number }).id), [2], 'bob replays only his own row');
@@ -143,8 +177,11 @@ t.test('filters: only matching events; grammar errors are INVALID_FILTER', async
   const wide = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
   await wide.request({ type: 'subscribe', channel: 'orders:changes', filter: 'id=in.(1,3)&status=neq.cancelled' });
 
+  // One step at a time: an event reaches a subscriber only while its version is the row's current one.
   await db.pool.query(`insert into shop.orders values (1, $1, 'new', null), (2, $1, 'new', null), (3, $1, 'new', null)`, [ALICE]);
+  await until('the inserts reached wide', () => changes(wide).length >= 2);
   await db.pool.query(`update shop.orders set status = 'paid' where id in (1, 2)`);
+  await until('the updates reached alice', () => changes(alice).length >= 2);
   await db.pool.query(`update shop.orders set status = 'cancelled' where id = 3`);
   await settle(600);
   t.same(changes(alice).map((f) => [f['event'], (payloadOf(f)['new'] as { id: number }).id]), [['update', 1], ['update', 2]],
