@@ -1,8 +1,8 @@
 /**
- * Connection limits (docs/protocol.md, "Limits"): sockets per instance, per
- * user (the token's sub) and new connections per second per client address.
- * Per-channel limits live on realtime.channels and are applied where the
- * channel is known (connection.ts).
+ * Limits (docs/protocol.md, "Limits"): token buckets, alone and by key;
+ * new connections per second per client address; sockets per user (the
+ * token's sub). Per-channel limits live on realtime.channels and are applied
+ * where the channel is known (socket/subscription.ts, http/api.ts).
  */
 
 /** A token bucket: `rate` per second, bursts up to `burst`. */
@@ -11,7 +11,7 @@ export class TokenBucket {
   private last: number;
 
   constructor(
-    private readonly rate: number,
+    readonly rate: number,
     private readonly now: () => number,
     private readonly burst = rate,
   ) {
@@ -38,33 +38,56 @@ export class TokenBucket {
   }
 }
 
-/** New connections per second per client address (0: off). */
-export class ConnectRateLimiter {
+/**
+ * Token buckets by key (an address, an identity, an identity and a channel),
+ * made on first use and forgotten once full again, so memory follows the
+ * keys active in the last few seconds.
+ */
+export class KeyedBuckets {
   private readonly buckets = new Map<string, TokenBucket>();
-  private readonly sweeper: NodeJS.Timeout | undefined;
+  private readonly sweeper: NodeJS.Timeout;
 
-  constructor(
-    private readonly rate: number,
-    private readonly now: () => number,
-  ) {
-    if (rate > 0) {
-      this.sweeper = setInterval(() => {
-        for (const [address, bucket] of this.buckets) if (bucket.full()) this.buckets.delete(address);
-      }, 10_000);
-      this.sweeper.unref();
-    }
+  constructor(private readonly now: () => number) {
+    this.sweeper = setInterval(() => {
+      for (const [key, bucket] of this.buckets) if (bucket.full()) this.buckets.delete(key);
+    }, 10_000);
+    this.sweeper.unref();
   }
 
-  /** 0 when this address may connect now, else the milliseconds to wait. */
-  take(address: string): number {
-    if (this.rate <= 0) return 0;
-    let bucket = this.buckets.get(address);
-    if (!bucket) this.buckets.set(address, (bucket = new TokenBucket(this.rate, this.now, this.rate * 2)));
+  /** 0 when `key` may act now at `rate` per second (bursts of `burst`), else the milliseconds to wait. */
+  take(key: string, rate: number, burst = rate): number {
+    let bucket = this.buckets.get(key);
+    if (!bucket || bucket.rate !== rate) {
+      bucket = new TokenBucket(rate, this.now, burst);
+      this.buckets.set(key, bucket);
+    }
     return bucket.take();
   }
 
   stop(): void {
     clearInterval(this.sweeper);
+  }
+}
+
+/** New connections per second per client address (0: off), bursts of twice that. */
+export class ConnectRateLimiter {
+  private readonly buckets: KeyedBuckets;
+
+  constructor(
+    private readonly rate: number,
+    now: () => number,
+  ) {
+    this.buckets = new KeyedBuckets(now);
+  }
+
+  /** 0 when this address may connect now, else the milliseconds to wait. */
+  take(address: string): number {
+    if (this.rate <= 0) return 0;
+    return this.buckets.take(address, this.rate, this.rate * 2);
+  }
+
+  stop(): void {
+    this.buckets.stop();
   }
 }
 

@@ -12,9 +12,10 @@ import { wireErrorFromPg } from '../db/errors.js';
 import { CHANNEL_COLUMNS, WRITABLE_CHANNEL_COLUMNS, type ChannelRow } from '../db/channels.js';
 import type { Identity } from '../db/identity.js';
 import { errorText } from '../daemon/boundary.js';
+import { KeyedBuckets } from '../daemon/limits.js';
 import type { ConnectionDeps } from '../daemon/socket/connection.js';
 import { WIRE_ERRORS, WireError, type WireErrorCode } from '../protocol/errors.js';
-import { eventFrame, isObject } from '../protocol/frames.js';
+import { eventFrame, isObject, MAX_JSON_DEPTH, withinDepth } from '../protocol/frames.js';
 import { sendError, sendJson } from './respond.js';
 
 export interface ApiDeps extends ConnectionDeps {
@@ -43,21 +44,28 @@ function readBody(req: IncomingMessage, max: number): Promise<Record<string, unk
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let tooLarge = false;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const tooLarge = (): void => {
+      // Refused without reading the rest: the answer closes the connection (handle()).
+      req.removeAllListeners('data');
+      req.pause();
+      reject(new HttpError('PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
+    };
+    if (declared > max) {
+      tooLarge();
+      return;
+    }
     req.on('data', (chunk: Buffer) => {
-      if (tooLarge) return; // drained, so the client reads the 413
       size += chunk.length;
       if (size > max) {
-        tooLarge = true;
         chunks.length = 0;
-        reject(new HttpError('PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
+        tooLarge();
         return;
       }
       chunks.push(chunk);
     });
     req.on('error', reject);
     req.on('end', () => {
-      if (tooLarge) return;
       let value: unknown;
       try {
         value = JSON.parse(Buffer.concat(chunks).toString() || 'null');
@@ -69,9 +77,38 @@ function readBody(req: IncomingMessage, max: number): Promise<Record<string, unk
         reject(invalid('the body must be a JSON object'));
         return;
       }
+      if (!withinDepth(value, MAX_JSON_DEPTH + 1)) {
+        reject(invalid(`the body nests deeper than ${MAX_JSON_DEPTH} levels`));
+        return;
+      }
       resolve(value);
     });
   });
+}
+
+/** Bytes of an over-large body read (and dropped) after the 413, and for how long, before the socket is closed. */
+const LINGER_BYTES = 1024 * 1024;
+const LINGER_MS = 1000;
+
+/**
+ * After a 413 the rest of the body is not read to its end: a little is
+ * drained, so the client can read the answer before the connection closes
+ * (closing with unread data in the socket would reset it), then it closes.
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  let drained = 0;
+  const close = (): void => {
+    clearTimeout(timer);
+    req.socket.destroy();
+  };
+  const timer = setTimeout(close, LINGER_MS);
+  timer.unref();
+  req.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > LINGER_BYTES) close();
+  });
+  req.on('end', close);
+  req.resume();
 }
 
 function str(body: Record<string, unknown>, field: string): string {
@@ -90,8 +127,14 @@ function channelJson(row: ChannelRow): Record<string, unknown> {
 
 type Reply = [status: number, body?: unknown];
 
-export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void> {
+export interface Api {
+  handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void>;
+  stop(): void;
+}
+
+export function createApi(deps: ApiDeps): Api {
   const { db, auth, config, logger, metrics, presence, ephemeral } = deps;
+  const rates = new KeyedBuckets(deps.now);
 
   const identify = async (req: IncomingMessage): Promise<Identity> => {
     const header = req.headers.authorization;
@@ -116,14 +159,40 @@ export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResp
     }
   };
 
+  /**
+   * The rates a socket has, per token identity (its role and sub; without a
+   * sub, its role and address): --publish-rate or --ephemeral-rate, and the
+   * channel's publish_rate. Throws RATE_LIMITED with retryAfter (milliseconds).
+   */
+  const takeRate = (req: IncomingMessage, identity: Identity, channel: string, ephemeral: boolean, channelRate: number | null): void => {
+    const sub = identity.claims['sub'];
+    const who = `${identity.role}\n${typeof sub === 'string' && sub !== '' ? `sub:${sub}` : `addr:${req.socket.remoteAddress ?? ''}`}`;
+    const checks: [string, number, string, string][] = ephemeral
+      ? [[`e\n${who}`, config.ephemeralRate, 'ephemeral_rate', 'too many ephemeral messages']]
+      : [[`p\n${who}`, config.publishRate, 'publish_rate', 'too many publishes']];
+    if (!ephemeral && channelRate) {
+      checks.push([`c\n${who}\n${channel}`, channelRate, 'channel_publish_rate', `this channel takes at most ${channelRate} publishes per second per client`]);
+    }
+    for (const [key, rate, limit, message] of checks) {
+      const wait = rates.take(key, rate);
+      if (wait > 0) {
+        metrics.limitRejections.inc({ limit });
+        throw new WireError('RATE_LIMITED', message, { retryAfter: wait });
+      }
+    }
+  };
+
   const broadcast = async (req: IncomingMessage, identity: Identity): Promise<Reply> => {
     const body = await readBody(req, config.maxFrameBytes);
     const channel = str(body, 'channel');
     const event = str(body, 'event');
     const payload = body['payload'] ?? {};
     if (!isObject(payload)) throw invalid('"payload" must be a JSON object');
-    if (body['ephemeral'] === true) {
-      await ephemeral.publish(identity, { channel, event, payload });
+    const ephemeralMessage = body['ephemeral'] === true;
+    const limits = (await db.matchChannels([channel])).get(channel)?.limits;
+    takeRate(req, identity, channel, ephemeralMessage, limits?.publishRate ?? null);
+    if (ephemeralMessage) {
+      await ephemeral.publish(identity, { channel, event, payload }, limits);
       return [202, { channel, ephemeral: true }];
     }
     const dedupeKey = body['dedupeKey'] === undefined ? undefined : str(body, 'dedupeKey');
@@ -189,9 +258,11 @@ export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResp
     return [200, { channel, members: out }];
   };
 
+  /** The channels the caller's SELECT policies show; this instance's id and counts for the admin role only. */
   const stats = async (identity: Identity): Promise<Reply> => {
     const visible = await db.visibleChannelStats(identity);
-    return [200, { instance: { id: presence.instance, ...deps.counts() }, ...visible }];
+    const instance = identity.role === config.adminRole ? { instance: { id: presence.instance, ...deps.counts() } } : {};
+    return [200, { ...instance, ...visible }];
   };
 
   /** The route's name (for the metric) and its handler, or an HttpError. */
@@ -241,7 +312,7 @@ export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResp
     throw new HttpError('NOT_FOUND', `no ${method} ${path} here`);
   };
 
-  return async (req, res, path) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
     let name = 'unknown';
     let status = 500;
     try {
@@ -260,9 +331,15 @@ export function createApi(deps: ApiDeps): (req: IncomingMessage, res: ServerResp
       const e = err instanceof WireError ? err : wireErrorFromPg(err);
       status = err instanceof HttpError ? err.status : WIRE_ERRORS[e.code].status;
       if (e.code === 'INTERNAL_ERROR') logger.warn({ err: errorText(err) }, 'HTTP API request failed');
+      if (e.code === 'PAYLOAD_TOO_LARGE' && !req.complete) {
+        res.setHeader('connection', 'close');
+        res.once('finish', () => lingerThenClose(req));
+      }
       if (!res.headersSent) sendError(res, e, status);
     } finally {
       metrics.httpRequests.inc({ route: name, status: String(status) });
     }
   };
+
+  return { handle, stop: () => rates.stop() };
 }

@@ -3,6 +3,7 @@
  * GET /inspector/stats, which shows a token only the channels its own SELECT
  * policies let it see. A development tool: `start` leaves it off.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -17,14 +18,40 @@ const FILES = {
   script: new URL('../../dist/inspector/app.js', import.meta.url),
 };
 
-function send(res: ServerResponse, status: number, type: string, body: string): void {
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, {
     'content-type': type,
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
+    ...headers,
   });
   res.end(body);
+}
+
+/**
+ * The page's Content-Security-Policy: its own script and its one inline style
+ * (by hash), sockets and requests to this host only, and no framing by
+ * another page (X-Frame-Options for older browsers).
+ */
+function pageHeaders(page: string, host: string | undefined): Record<string, string> {
+  const style = /<style>([\s\S]*?)<\/style>/.exec(page)?.[1] ?? '';
+  const hash = createHash('sha256').update(style).digest('base64');
+  const here = host !== undefined && /^[A-Za-z0-9.:[\]-]+$/.test(host) ? ` ws://${host} wss://${host}` : '';
+  return {
+    'content-security-policy': [
+      "default-src 'none'",
+      "script-src 'self'",
+      `style-src 'sha256-${hash}'`,
+      `connect-src 'self'${here}`,
+      "img-src 'self' data:",
+      "base-uri 'none'",
+      "form-action 'none'",
+      "frame-ancestors 'none'",
+    ].join('; '),
+    'x-frame-options': 'DENY',
+    'referrer-policy': 'no-referrer',
+  };
 }
 
 const json = (res: ServerResponse, status: number, body: unknown): void =>
@@ -56,7 +83,10 @@ export function createInspector(deps: Pick<ConnectionDeps, 'config' | 'db' | 'au
 
   return async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
     try {
-      if (path === '/inspector' || path === '/inspector/') send(res, 200, 'text/html; charset=utf-8', (await load()).page);
+      if (path === '/inspector' || path === '/inspector/') {
+        const { page } = await load();
+        send(res, 200, 'text/html; charset=utf-8', page, pageHeaders(page, req.headers.host));
+      }
       else if (path === '/inspector/app.js') send(res, 200, 'text/javascript; charset=utf-8', (await load()).script);
       else if (path === '/inspector/stats') await stats(req, res);
       else json(res, 404, { error: 'NOT_FOUND', message: `no ${path} here` });

@@ -9,8 +9,12 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-/** `{"error": CODE, "message": ...}` with the code's status (or the one given), as docs/http.md lists. */
+/**
+ * `{"error": CODE, "message": ...}` with the code's status (or the one given),
+ * as docs/http.md lists; a retryAfter (milliseconds) is also a Retry-After header.
+ */
 export function sendError(res: ServerResponse, error: WireError | { code: WireErrorCode; message: string }, status?: number): void {
   const extra = 'extra' in error ? error.extra : {};
-  sendJson(res, status ?? WIRE_ERRORS[error.code].status, { error: error.code, message: error.message, ...extra });
+  const retryAfter = typeof extra['retryAfter'] === 'number' ? { 'retry-after': String(Math.ceil(extra['retryAfter'] / 1000)) } : undefined;
+  sendJson(res, status ?? WIRE_ERRORS[error.code].status, { error: error.code, message: error.message, ...extra }, retryAfter);
 }

@@ -56,7 +56,7 @@ export function createServer(deps: ServerDeps): Server {
   const connections = new Set<Connection>();
   const origins = new Set(config.allowedOrigins);
 
-  const routes = createHealth({ db, listener, metrics, connections: () => connections.size });
+  const routes = createHealth({ db, listener, metrics, connections: () => connections.size, metricsToken: config.metricsToken });
   const inspector = config.inspector ? createInspector(deps) : null;
   const api = createApi({ ...deps, counts: () => ({ connections: connections.size, subscriptions: deps.hub.size }) });
   const connectRate = new ConnectRateLimiter(config.connectRate, deps.now);
@@ -70,11 +70,11 @@ export function createServer(deps: ServerDeps): Server {
     if (req.method === 'GET' && path === '/health') {
       await routes.health(res);
     } else if (path.startsWith('/api/')) {
-      await api(req, res, path);
+      await api.handle(req, res, path);
     } else if (inspector && req.method === 'GET' && path.startsWith('/inspector')) {
       await inspector(req, res, path);
     } else if (req.method === 'GET' && path === '/metrics') {
-      await routes.metrics(res);
+      await routes.metrics(req, res);
     } else {
       sendError(res, { code: 'NOT_FOUND', message: `no ${req.method ?? ''} ${path} here` });
     }
@@ -191,6 +191,7 @@ export function createServer(deps: ServerDeps): Server {
     async close() {
       clearInterval(pinger);
       connectRate.stop();
+      api.stop();
       const closed = new Promise<void>((resolve) => http.close(() => resolve()));
       const gone = [...connections].map(
         (connection) =>

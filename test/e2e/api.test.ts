@@ -146,17 +146,18 @@ t.test('GET /api/channels/:name/messages: the SELECT policies on realtime.messag
   t.same([badLimit.status, badLimit.body['error']], [400, 'INVALID_MESSAGE']);
 });
 
-t.test('GET /api/stats: the channels the caller may see, and this instance', async (t) => {
+t.test('GET /api/stats: the channels the caller may see; this instance to the admin role only', async (t) => {
   const { db, httpUrl, wsUrl } = await setup(t);
   await db.pool.query(`select realtime.publish('orders', 'tick', '{}')`);
   await TestClient.connect(t, wsUrl);
   const anon = await call(httpUrl, 'GET', '/api/stats');
   t.equal(anon.status, 200);
   t.same((anon.body['channels'] as Json[]).map((c) => c['pattern']), ['orders'], 'anon sees the rows its SELECT policies show');
-  t.match(anon.body['instance'], { id: /^[0-9a-f-]{36}$/, connections: 1, subscriptions: 0 });
+  t.equal(anon.body['instance'], undefined, 'anon is not told about the instance');
   t.equal((anon.body['perMinute'] as Json[]).length, 30, 'messages per minute, last 30 minutes');
   const ops = await call(httpUrl, 'GET', '/api/stats', { token: await admin() });
   t.ok((ops.body['channels'] as Json[]).length >= 3, 'the admin role sees every channel');
+  t.match(ops.body['instance'], { id: /^[0-9a-f-]{36}$/, connections: 1, subscriptions: 0 }, 'and this instance');
   t.equal((await call(httpUrl, 'GET', '/api/stats', { token: 'x.y.z' })).status, 401, 'a bad token: 401');
   const metrics = await (await fetch(`${httpUrl}/metrics`)).text();
   t.match(metrics, /realtimed_http_api_requests_total\{route="stats",status="200"\} 2/, 'requests are counted by route and status');
@@ -189,4 +190,81 @@ t.test('docs/openapi.yaml describes the routes the server serves, with its error
   const codes = spec.components.schemas.Error.properties.error.enum;
   const doc = await readFile(new URL('../../docs/http.md', import.meta.url), 'utf8');
   for (const code of codes) t.ok(doc.includes(`\`${code}\``), `${code} is in docs/http.md`);
+});
+
+t.test('POST /api/broadcast has the rates a socket has, per token identity: 429 with Retry-After (finding 5)', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { httpUrl } = await startDaemon(t, db, { publishRate: 5, ephemeralRate: 3 });
+  await db.pool.query(`update realtime.channels set publish_rate = 1 where pattern = 'chat:%'`);
+  const post = async (token: string, body: Json): Promise<Response> =>
+    fetch(`${httpUrl}/api/broadcast`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const alice = await userToken(ALICE);
+  const statuses: number[] = [];
+  for (let i = 0; i < 20; i++) statuses.push((await post(alice, { channel: 'chat:7', event: 'm', payload: { i } })).status);
+  t.equal(statuses.filter((s) => s === 201).length, 1, 'the channel\'s publish_rate of 1/s: one of 20 is written');
+  const limited = await post(alice, { channel: 'chat:7', event: 'm', payload: {} });
+  t.equal(limited.status, 429);
+  t.match(await limited.json(), { error: 'RATE_LIMITED', retryAfter: Number });
+  t.match(limited.headers.get('retry-after'), /^\d+$/, 'with Retry-After');
+  const { rows } = await db.pool.query(`select count(*)::int as n from realtime.messages where event_name = 'm'`);
+  t.equal(rows[0]?.n, 1, 'nothing else was written');
+
+  await db.pool.query(`insert into realtime.channels (pattern) values ('open:%');
+    create policy "open: anyone signed in" on realtime.messages for insert to authenticated with check (realtime.channel_name() like 'open:%')`);
+  const bob = await userToken(BOB);
+  const many: number[] = [];
+  for (let i = 0; i < 12; i++) many.push((await post(bob, { channel: 'open:1', event: 'm', payload: {} })).status);
+  t.ok(many.filter((s) => s === 201).length <= 6 && many.includes(429), `--publish-rate 5 per identity: ${many.join(',')}`);
+  const carol = await userToken('c0c00000-0000-4000-8000-000000000003');
+  t.equal((await post(carol, { channel: 'open:1', event: 'm', payload: {} })).status, 201, 'another identity has its own budget');
+  const ephemeral: number[] = [];
+  for (let i = 0; i < 8; i++) ephemeral.push((await post(alice, { channel: 'open:1', event: 'e', payload: {}, ephemeral: true })).status);
+  t.ok(ephemeral.filter((s) => s === 202).length <= 4 && ephemeral.includes(429), `--ephemeral-rate 3: ${ephemeral.join(',')}`);
+});
+
+t.test('bodies: nested deeper than 64 levels is 400; over the limit is 413 and the rest is not read (findings 8c, 8d)', async (t) => {
+  const { httpUrl } = await setup(t);
+  const token = await userToken(ALICE);
+  let deep: unknown = {};
+  for (let i = 0; i < 70; i++) deep = { d: deep };
+  const nested = await call(httpUrl, 'POST', '/api/broadcast', { token, body: { channel: 'chat:7', event: 'm', payload: deep } });
+  t.same([nested.status, nested.body['error']], [400, 'INVALID_MESSAGE'], 'deep JSON: 400, not 503');
+  const bad = await call(httpUrl, 'GET', '/api/channels/%E0%A4%A/messages', { token });
+  t.same([bad.status, bad.body['error']], [400, 'INVALID_MESSAGE'], 'a path that is not valid percent-encoding: 400, not 503');
+
+  // 100 MB announced: the answer comes at once and the connection closes; the body is never read to its end.
+  const { connect } = await import('node:net');
+  const url = new URL(httpUrl);
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  t.teardown(() => socket.destroy());
+  let reply = '';
+  let written = 0;
+  const closed = new Promise<void>((resolve) => {
+    socket.on('data', (d: Buffer) => (reply += d.toString()));
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+  socket.write(`POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n`);
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  const writing = (async () => {
+    while (!socket.destroyed && written < 100_000_000) {
+      if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve).once('close', resolve));
+      written += chunk.length;
+    }
+  })();
+  await closed;
+  await writing;
+  t.match(reply, /^HTTP\/1\.1 413 /, 'the client read the 413');
+  t.ok(written < 20_000_000, `the server closed the connection after ${(written / 1e6).toFixed(1)} MB of the 100 MB announced`);
+});
+
+t.test('GET /metrics with --metrics-token: that bearer only (finding 8b)', async (t) => {
+  const db = await createDatabase(t);
+  const { httpUrl } = await startDaemon(t, db, { metricsToken: 'metrics-token-0123456789' });
+  t.equal((await fetch(`${httpUrl}/metrics`)).status, 401, 'no token: 401');
+  t.equal((await fetch(`${httpUrl}/metrics`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status, 401, 'another: 401');
+  const ok = await fetch(`${httpUrl}/metrics`, { headers: { authorization: 'Bearer metrics-token-0123456789' } });
+  t.equal(ok.status, 200);
+  t.match(await ok.text(), /realtimed_connections/);
 });

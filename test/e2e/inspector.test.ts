@@ -48,6 +48,11 @@ t.test('GET /inspector/stats: what the token’s policies show, and nothing with
 
   const page = await fetch(`${httpUrl}/inspector`);
   t.equal(page.status, 200);
+  const csp = page.headers.get('content-security-policy') ?? '';
+  t.match(csp, /default-src 'none'/, 'a Content-Security-Policy: nothing by default (finding 8g) ...');
+  t.match(csp, /script-src 'self'/, '... its own script ...');
+  t.match(csp, /frame-ancestors 'none'/, '... and no framing by another page');
+  t.equal(page.headers.get('x-frame-options'), 'DENY');
   t.match(await page.text(), '<meta name="realtimed-path" content="/">', 'the page knows the WebSocket path');
   t.equal((await fetch(`${httpUrl}/inspector/app.js`)).headers.get('content-type'), 'text/javascript; charset=utf-8');
 
@@ -66,6 +71,9 @@ t.test('in a real browser: subscribe, an event from SQL, publish to a second cli
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(err.message));
+  page.on('console', (m) => {
+    if (/Content.Security.Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
   await page.goto(`${httpUrl}/inspector#token=${token}`);
   await page.locator('#state[data-state="open"]').waitFor({ timeout: 10_000 });
 
@@ -99,5 +107,5 @@ t.test('in a real browser: subscribe, an event from SQL, publish to a second cli
   const shot = `${SHOTS}inspector.png`;
   await page.screenshot({ path: shot, fullPage: true });
   t.comment(`screenshot: ${shot}`);
-  t.same(problems, [], 'no script errors on the page');
+  t.same(problems, [], 'no script errors on the page, and nothing its Content-Security-Policy refused');
 });
