@@ -122,7 +122,7 @@ async function startServer(system, extraArgs = []) {
     child = spawn(
       process.execPath,
       ['bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000',
-        '--max-connections', '0', '--max-connections-per-user', '0', ...extraArgs, ...DAEMON_ARGS],
+        '--max-connections', '0', '--max-connections-per-user', '0', '--webhook-allow-local', ...extraArgs, ...DAEMON_ARGS],
       { env: { ...process.env, DATABASE_URL: dbUrl(ROLE), REALTIMED_JWT_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
   }

@@ -15,6 +15,7 @@ import type { Db } from '../db/index.js';
 import type { ClaimedDelivery, WebhookAttempt } from '../db/webhooks.js';
 import { errorText } from './boundary.js';
 import type { Metrics } from './metrics.js';
+import { BLOCKED, isBlockedUrl, lookupAllowed } from './webhookAddress.js';
 
 export interface WebhookOptions {
   /** HMAC-SHA256 key for X-Realtime-Signature; unsigned when undefined. */
@@ -26,6 +27,8 @@ export interface WebhookOptions {
   maxInFlight: number;
   sweepMs: number;
   userAgent: string;
+  /** Let webhooks reach loopback and link-local addresses (development, tests). */
+  allowLocal: boolean;
 }
 
 export interface Webhooks {
@@ -38,6 +41,15 @@ export interface Webhooks {
 /** `X-Realtime-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">` (docs/webhooks.md). */
 export function sign(secret: string, timestamp: string, body: string): string {
   return `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+/**
+ * `X-Realtime-Signature-V2: v2=<hex HMAC-SHA256 of "<timestamp>.<url>.<body>">`:
+ * also covers the URL it was sent to, so a request one receiver got cannot be
+ * replayed to another that shares the secret.
+ */
+export function signV2(secret: string, timestamp: string, url: string, body: string): string {
+  return `v2=${createHmac('sha256', secret).update(`${timestamp}.${url}.${body}`).digest('hex')}`;
 }
 
 /** Header values are Latin-1: anything outside printable ASCII is percent-encoded. */
@@ -59,7 +71,11 @@ export function createWebhooks(
   options: WebhookOptions,
 ): Webhooks {
   const { db, logger, metrics, now } = deps;
-  const agent = new Agent({ keepAliveTimeout: 30_000, connections: options.perUrl });
+  const agent = new Agent({
+    keepAliveTimeout: 30_000,
+    connections: options.perUrl,
+    ...(options.allowLocal ? {} : { connect: { lookup: lookupAllowed } }),
+  });
   // A claim outlives the slowest attempt, so no other instance takes it meanwhile.
   const lease = `${options.timeoutMs + 30_000} milliseconds`;
   const inFlightByUrl = new Map<string, number>();
@@ -110,11 +126,15 @@ export function createWebhooks(
       'x-realtime-timestamp': timestamp,
       'x-realtime-delivery': `${row.id}/${row.attempt}`,
     };
-    if (options.secret !== undefined) headers['x-realtime-signature'] = sign(options.secret, timestamp, row.body);
+    if (options.secret !== undefined) {
+      headers['x-realtime-signature'] = sign(options.secret, timestamp, row.body);
+      headers['x-realtime-signature-v2'] = signV2(options.secret, timestamp, row.url, row.body);
+    }
     let status: number | null = null;
     let error: string | null = null;
     let retryAfter: number | null = null;
     try {
+      if (!options.allowLocal && isBlockedUrl(row.url)) throw Object.assign(new Error(BLOCKED), { code: 'EBLOCKED' });
       const res = await request(row.url, {
         method: 'POST',
         headers,
@@ -128,7 +148,12 @@ export function createWebhooks(
       await res.body.dump();
     } catch (err) {
       const e = err as { name?: string; code?: string; message?: string };
-      error = e.name === 'TimeoutError' || e.name === 'AbortError' ? `timeout after ${options.timeoutMs} ms` : (e.code ?? e.message ?? 'error');
+      error =
+        e.name === 'TimeoutError' || e.name === 'AbortError'
+          ? `timeout after ${options.timeoutMs} ms`
+          : e.code === 'EBLOCKED'
+            ? BLOCKED
+            : (e.code ?? e.message ?? 'error');
     }
     const duration = performance.now() - started;
     metrics.webhookAttempts.inc({ result: status === null ? 'error' : `${Math.floor(status / 100)}xx` });

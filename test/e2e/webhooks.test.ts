@@ -28,6 +28,15 @@ async function delivery(db: TestDatabase, state: string): Promise<Record<string,
   return rows[0];
 }
 
+/** The receiver side of docs/webhooks.md, v2: verify origin, freshness and that it was meant for this URL. */
+function verifyV2(secret: string, url: string, headers: Record<string, unknown>, body: string): boolean {
+  const timestamp = String(headers['x-realtime-timestamp']);
+  const expected = `v2=${createHmac('sha256', secret).update(`${timestamp}.${url}.${body}`).digest('hex')}`;
+  const given = String(headers['x-realtime-signature-v2'] ?? '');
+  const fresh = Math.abs(Date.now() / 1000 - Number(timestamp)) < 300;
+  return fresh && given.length === expected.length && timingSafeEqual(Buffer.from(given), Buffer.from(expected));
+}
+
 /** The receiver side of docs/webhooks.md: verify origin and freshness. */
 function verify(secret: string, headers: Record<string, unknown>, body: string): boolean {
   const timestamp = String(headers['x-realtime-timestamp']);
@@ -66,6 +75,9 @@ t.test('headers, body and signature; user messages are never webhooked', async (
   t.ok(verify(WEBHOOK_SECRET, got?.headers ?? {}, got?.body ?? ''), 'the signature verifies with the secret');
   t.notOk(verify('another-secret-0000', got?.headers ?? {}, got?.body ?? ''), 'and not with another');
   t.notOk(verify(WEBHOOK_SECRET, got?.headers ?? {}, (got?.body ?? '').replace('from SQL', 'from Eve')), 'nor for a changed body');
+  t.ok(verifyV2(WEBHOOK_SECRET, receiver.url, got?.headers ?? {}, got?.body ?? ''), 'v2 verifies with the secret and this URL (finding 8f)');
+  t.notOk(verifyV2(WEBHOOK_SECRET, 'http://127.0.0.1:1/other', got?.headers ?? {}, got?.body ?? ''),
+    'and not at another receiver: a captured request cannot be replayed there');
   const message = await db.pool.query(`select wh_audience_count, wh_delivered_count from realtime.messages where id = $1`, [rows[0]?.id]);
   await until('delivered count', async () => ((await delivery(db, 'delivered')) ? true : undefined));
   t.same((await db.pool.query(`select wh_audience_count, wh_delivered_count from realtime.messages where id = $1`, [rows[0]?.id])).rows[0],
@@ -129,7 +141,7 @@ t.test('a receiver that hangs: the attempt times out', async (t) => {
 });
 
 async function spawnDaemon(t: Tap, url: string, extra: Record<string, string> = {}): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'start', '--port', '0', '--log-level', 'warn', '--webhook-sweep-interval', '50'], {
+  const child = spawn(process.execPath, [BIN, 'start', '--port', '0', '--log-level', 'warn', '--webhook-sweep-interval', '50', '--webhook-allow-local'], {
     env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: url, ...extra },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -258,4 +270,23 @@ t.test('realtimed stats prints realtime.channel_stats', async (t) => {
   const unreachable = await cli(['stats', '--database-url', 'postgres://x@127.0.0.1:1/db']);
   t.equal(unreachable.code, 2);
   t.match(unreachable.stderr, 'RT_ERR_DB_UNREACHABLE');
+});
+
+t.test('webhooks to loopback and link-local addresses are refused unless --webhook-allow-local (finding 8e)', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const receiver = await Receiver.start(t);
+  const urls = [receiver.url, `http://localhost:${receiver.port}/by-name`, 'http://169.254.169.254/latest/meta-data/', 'http://[::1]:1/'];
+  await db.pool.query(`update realtime.channels set webhook_urls = $1 where pattern = 'chat:%'`, [urls]);
+  await db.pool.query(`update realtime.config set webhook_max_attempts = 1`);
+  await startDaemon(t, db, { ...FAST, webhookAllowLocal: false });
+  await db.pool.query(`select realtime.publish('chat:7', 'notice', '{}')`);
+  const failed = await until('every delivery failed', async () => {
+    const { rows } = await db.pool.query<{ url: string; last_error: string }>(
+      `select url, last_error from realtime.webhook_deliveries where state = 'failed' order by url`);
+    return rows.length === urls.length ? rows : undefined;
+  });
+  t.ok(failed.every((r) => /^blocked address/.test(r.last_error)), `each refused as a blocked address: ${JSON.stringify(failed.map((r) => r.last_error))}`);
+  await settle(200);
+  t.equal(receiver.received.length, 0, 'the local receiver got nothing, by IP or by name');
 });

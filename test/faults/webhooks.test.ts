@@ -22,7 +22,7 @@ t.test('webhook receiver down 30 s: all delivered after, each once', async (t) =
   await receiver.close(); // down: connections refused
   await db.pool.query(`insert into realtime.channels (pattern, webhook_urls) values ('orders', $1)`, [[`http://127.0.0.1:${port}/hook`]]);
   await db.pool.query('update realtime.config set webhook_max_attempts = 8');
-  await spawnDaemon(t, urlFor(db.name, undefined, role), { args: ['--webhook-sweep-interval', '200'] });
+  await spawnDaemon(t, urlFor(db.name, undefined, role), { args: ['--webhook-sweep-interval', '200', '--webhook-allow-local'] });
 
   const messages = 100;
   await db.pool.query(`select realtime.publish('orders', 'created', jsonb_build_object('n', i)) from generate_series(1, $1) i`, [messages]);

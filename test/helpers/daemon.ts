@@ -42,6 +42,8 @@ export async function startDaemon(
     logLevel: 'silent',
     webhooks: true,
     webhookSecret: undefined,
+    // The receivers are on 127.0.0.1.
+    webhookAllowLocal: true,
     ...overrides,
   };
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: options.poolSize ?? 4 });
