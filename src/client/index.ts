@@ -131,6 +131,8 @@ interface Pending {
 interface ChannelState {
   lastSeq: number | null;
   epoch: string | null;
+  /** What the last "subscribed" carried: a replay from lastSeq needs it. */
+  cursor: string | null;
   /** Seqs seen recently: an event replayed and delivered live is dispatched once. */
   seen: Set<number>;
   waiters: ((result: SubscribeResult) => void)[];
@@ -207,13 +209,14 @@ export class RealtimeClient {
     let state = this.channels.get(channel);
     if (!state) {
       state = {
-        lastSeq: null, epoch: null, seen: new Set(), waiters: [], subscribed: false,
+        lastSeq: null, epoch: null, cursor: null, seen: new Set(), waiters: [], subscribed: false,
         filter: undefined, presence: false, mine: null, members: {},
       };
       const stored = await this.load(channel);
       if (stored) {
         state.lastSeq = stored.seq;
         state.epoch = stored.epoch;
+        state.cursor = stored.cursor;
       }
       this.channels.set(channel, state);
     }
@@ -323,13 +326,15 @@ export class RealtimeClient {
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
     if (this.options.getToken) this.token = await this.options.getToken();
     const Socket = await this.socketClass();
-    const target = this.token === undefined ? this.url : `${this.url}${this.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}`;
-    const ws = new Socket(target);
+    // The token goes in the first frame, never in the URL (which proxies and servers log).
+    const ws = new Socket(this.url);
     this.ws = ws;
     await new Promise<void>((resolve, reject) => {
       ws.onopen = () => {
         this.attempt = 0;
         this.setState('open');
+        // Frames are handled in order: the subscribes act as this token.
+        if (this.token !== undefined) this.request({ type: 'auth', token: this.token }).catch(() => undefined);
         this.scheduleRefresh();
         for (const [channel, state] of this.channels) this.sendSubscribe(channel, state);
         resolve();
@@ -389,6 +394,7 @@ export class RealtimeClient {
     const frame: Record<string, unknown> = { type: 'subscribe', channel };
     if (state.lastSeq !== null) frame['since'] = state.lastSeq;
     if (state.epoch !== null) frame['epoch'] = state.epoch;
+    if (state.lastSeq !== null && state.cursor !== null) frame['cursor'] = state.cursor;
     if (state.filter !== undefined) frame['filter'] = state.filter;
     if (state.presence) frame['presence'] = true;
     this.request(frame).then(
@@ -397,6 +403,7 @@ export class RealtimeClient {
         // A new socket holds no presence: set ours again.
         if (state.mine !== null) this.request({ type: 'presence', channel, state: state.mine }).catch(() => undefined);
         if (typeof reply['epoch'] === 'string') state.epoch = reply['epoch'];
+        if (typeof reply['cursor'] === 'string') state.cursor = reply['cursor'];
         if (state.lastSeq === null && typeof reply['seq'] === 'number') state.lastSeq = reply['seq'];
         void this.store(channel, state);
         state.waiters.splice(0).forEach((w) => w({ ok: true, channel }));
@@ -548,13 +555,18 @@ export class RealtimeClient {
     return `realtimed:${this.url}:${channel}`;
   }
 
-  private async load(channel: string): Promise<{ seq: number; epoch: string | null } | null> {
+  private async load(channel: string): Promise<{ seq: number; epoch: string | null; cursor: string | null } | null> {
     if (!this.options.storage) return null;
     try {
       const text = await this.options.storage.get(this.key(channel));
       if (!text) return null;
-      const value = JSON.parse(text) as { seq?: unknown; epoch?: unknown };
-      return typeof value.seq === 'number' ? { seq: value.seq, epoch: typeof value.epoch === 'string' ? value.epoch : null } : null;
+      const value = JSON.parse(text) as { seq?: unknown; epoch?: unknown; cursor?: unknown };
+      if (typeof value.seq !== 'number') return null;
+      return {
+        seq: value.seq,
+        epoch: typeof value.epoch === 'string' ? value.epoch : null,
+        cursor: typeof value.cursor === 'string' ? value.cursor : null,
+      };
     } catch {
       return null;
     }
@@ -563,7 +575,7 @@ export class RealtimeClient {
   private async store(channel: string, state: ChannelState): Promise<void> {
     if (!this.options.storage || state.lastSeq === null) return;
     try {
-      await this.options.storage.set(this.key(channel), JSON.stringify({ seq: state.lastSeq, epoch: state.epoch }));
+      await this.options.storage.set(this.key(channel), JSON.stringify({ seq: state.lastSeq, epoch: state.epoch, cursor: state.cursor }));
     } catch {
       // Storage is a convenience: a failing one costs a replay, not a message.
     }

@@ -4,52 +4,133 @@
  * - publish(): checked against the INSERT policies like any publish, then
  *   sent to every instance as a NOTIFY (realtime.send_ephemeral); never
  *   stored or replayed. Used by sockets and by POST /api/broadcast.
- * - onNotification(): a NOTIFY realtime_ephemeral, verified, then written
- *   to this instance's subscribers of its channel.
+ * - onNotification(): a NOTIFY realtime_ephemeral, opened and checked, then
+ *   written to this instance's subscribers of its channel.
  *
- * Any database role may NOTIFY, so each notification carries an HMAC-SHA256
- * under realtime.notify_key, which only service_role can read; a
- * notification that does not verify is dropped and counted.
+ * Any database role may LISTEN and NOTIFY on any channel. So the frame is
+ * sealed with AES-256-GCM under a key derived from realtime.notify_key (which
+ * only service_role can read): another role can neither read it nor forge
+ * one. Each sealed notification names its sending instance, a sequence number
+ * and a time; a receiver takes it once (ReplayWindow) and only within
+ * WINDOW_MS of its time, so a captured one sent again is dropped.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
-
-import type { Logger } from 'pino';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 
 import type { Db } from '../db/index.js';
 import type { Identity } from '../db/identity.js';
 import type { ChannelLimits } from '../db/subscriptions.js';
 import { WireError } from '../protocol/errors.js';
 import { eventFrame, parseObject } from '../protocol/frames.js';
-import { errorText } from './boundary.js';
 import { deliver, type Hub } from './hub.js';
+import type { Keys } from './keys.js';
 import type { Metrics } from './metrics.js';
 
-function mac(key: string, channel: string, frame: string): string {
-  return createHmac('sha256', key).update(channel).update('\n').update(frame).digest('base64url');
+/** How far a notification's time may be from the receiver's clock (both ways: instances' clocks differ). */
+export const WINDOW_MS = 10_000;
+/** Sequence numbers a receiver remembers per sending instance. */
+const SEQ_WINDOW = 4096;
+/** NOTIFY carries at most 8000 bytes; realtime.send_ephemeral refuses over 7900. */
+const MAX_NOTIFICATION_BYTES = 7900;
+
+export interface Sealed {
+  /** The sending instance. */
+  instance: string;
+  seq: number;
+  /** Milliseconds since the epoch when it was sealed. */
+  at: number;
+  channel: string;
+  frame: string;
 }
 
-/** The NOTIFY payload: the frame and its signature. */
-export function signNotification(key: string, channel: string, frame: string): string {
-  return JSON.stringify({ v: 1, channel, frame, sig: mac(key, channel, frame) });
+/** The NOTIFY payload: {v:2, i, s, t, n, d}; channel and frame only inside d. */
+export function seal(key: Buffer, m: Sealed): string {
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(Buffer.from(`${m.instance}.${m.seq}.${m.at}`));
+  const sealed = Buffer.concat([cipher.update(JSON.stringify({ c: m.channel, f: m.frame })), cipher.final(), cipher.getAuthTag()]);
+  return JSON.stringify({ v: 2, i: m.instance, s: m.seq, t: m.at, n: nonce.toString('base64'), d: sealed.toString('base64') });
 }
 
-/** The channel and frame of a notification whose signature holds, else null. */
-export function verifyNotification(key: string, text: string): { channel: string; frame: string } | null {
+/** What a notification sealed with this key says, or null (not ours, altered, or not one). */
+export function unseal(key: Buffer, text: string): Sealed | null {
   const n = parseObject(text);
-  if (n === null) return null;
-  if (n['v'] !== 1 || typeof n['channel'] !== 'string' || typeof n['frame'] !== 'string' || typeof n['sig'] !== 'string') {
+  if (n === null || n['v'] !== 2) return null;
+  const { i, s, t, n: nonce, d } = n;
+  if (typeof i !== 'string' || i.length > 64 || typeof s !== 'number' || !Number.isSafeInteger(s) || typeof t !== 'number') return null;
+  if (typeof nonce !== 'string' || typeof d !== 'string') return null;
+  const iv = Buffer.from(nonce, 'base64');
+  const data = Buffer.from(d, 'base64');
+  if (iv.length !== 12 || data.length < 17) return null;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, iv);
+    decipher.setAAD(Buffer.from(`${i}.${s}.${t}`));
+    decipher.setAuthTag(data.subarray(data.length - 16));
+    const plain = Buffer.concat([decipher.update(data.subarray(0, data.length - 16)), decipher.final()]);
+    const body = parseObject(plain.toString());
+    if (body === null || typeof body['c'] !== 'string' || typeof body['f'] !== 'string') return null;
+    return { instance: i, seq: s, at: t, channel: body['c'], frame: body['f'] };
+  } catch {
     return null;
   }
-  const expected = Buffer.from(mac(key, n['channel'], n['frame']));
-  const given = Buffer.from(n['sig']);
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return null;
-  return { channel: n['channel'], frame: n['frame'] };
+}
+
+/**
+ * Takes each (instance, seq) once: per sending instance the highest seq seen
+ * and which of the SEQ_WINDOW before it were. Older ones are refused (they
+ * are past WINDOW_MS too); instances silent for WINDOW_MS are forgotten.
+ */
+export class ReplayWindow {
+  private readonly senders = new Map<string, { top: number; seen: Uint8Array; last: number }>();
+
+  constructor(private readonly now: () => number) {}
+
+  /** True the first time (instance, seq) is offered, false after. */
+  take(instance: string, seq: number): boolean {
+    const now = this.now();
+    let sender = this.senders.get(instance);
+    if (!sender) {
+      if (this.senders.size > 1000) this.forget(now);
+      sender = { top: seq, seen: new Uint8Array(SEQ_WINDOW / 8), last: now };
+      this.senders.set(instance, sender);
+      this.mark(sender, seq);
+      return true;
+    }
+    sender.last = now;
+    if (seq > sender.top) {
+      // Slide: clear the slots the new top reuses.
+      for (let k = sender.top + 1; k <= Math.min(seq, sender.top + SEQ_WINDOW); k++) this.clear(sender, k);
+      sender.top = seq;
+    } else if (seq <= sender.top - SEQ_WINDOW || this.has(sender, seq)) {
+      return false;
+    }
+    this.mark(sender, seq);
+    return true;
+  }
+
+  /** Drops the senders silent for WINDOW_MS. */
+  forget(now = this.now()): void {
+    for (const [instance, sender] of this.senders) if (now - sender.last > WINDOW_MS) this.senders.delete(instance);
+  }
+
+  private slot(seq: number): [number, number] {
+    const i = ((seq % SEQ_WINDOW) + SEQ_WINDOW) % SEQ_WINDOW;
+    return [i >> 3, 1 << (i & 7)];
+  }
+  private has(sender: { seen: Uint8Array }, seq: number): boolean {
+    const [byte, bit] = this.slot(seq);
+    return ((sender.seen[byte] ?? 0) & bit) !== 0;
+  }
+  private mark(sender: { seen: Uint8Array }, seq: number): void {
+    const [byte, bit] = this.slot(seq);
+    sender.seen[byte] = (sender.seen[byte] ?? 0) | bit;
+  }
+  private clear(sender: { seen: Uint8Array }, seq: number): void {
+    const [byte, bit] = this.slot(seq);
+    sender.seen[byte] = (sender.seen[byte] ?? 0) & ~bit;
+  }
 }
 
 export interface Ephemeral {
-  /** Reads realtime.notify_key; until it has, publish() refuses and notifications are dropped. */
-  load(): Promise<void>;
-  readonly ready: boolean;
   /**
    * Publishes as the identity: the channel's payload cap (limits, when the
    * caller has them; else read now), the INSERT policies, then the NOTIFY.
@@ -57,25 +138,29 @@ export interface Ephemeral {
   publish(identity: Identity, m: { channel: string; event: string; payload: Record<string, unknown> }, limits?: ChannelLimits): Promise<void>;
   /** A NOTIFY realtime_ephemeral arrived. */
   onNotification(payload: string | undefined): void;
+  stop(): void;
 }
 
-export function createEphemeral(deps: { db: Db; hub: Hub; metrics: Metrics; logger: Logger; now: () => number }): Ephemeral {
-  const { db, hub, metrics, logger } = deps;
-  let key: string | null = null;
-  let seq = 0;
+export function createEphemeral(deps: {
+  db: Db;
+  hub: Hub;
+  metrics: Metrics;
+  now: () => number;
+  /** Until realtime.notify_key is read, publish() refuses and notifications are dropped. */
+  keys: Keys;
+  /** This instance, named in what it seals. */
+  instance: string;
+}): Ephemeral {
+  const { db, hub, metrics } = deps;
+  let sent = 0;
+  let delivered = 0;
+  const window = new ReplayWindow(deps.now);
+  const sweeper = setInterval(() => window.forget(), WINDOW_MS);
+  sweeper.unref();
 
   return {
-    async load() {
-      try {
-        key = await db.notifyKey();
-      } catch (err) {
-        logger.warn({ err: errorText(err) }, 'could not read realtime.notify_key: ephemeral messages wait for the database');
-      }
-    },
-    get ready() {
-      return key !== null;
-    },
     async publish(identity, m, limits) {
+      const key = deps.keys.current?.sealing ?? null;
       if (key === null) throw new WireError('INTERNAL_ERROR', 'ephemeral messages are not available yet');
       const cap = (limits ?? (await db.matchChannels([m.channel])).get(m.channel)?.limits)?.maxMessageBytes ?? null;
       const bytes = Buffer.byteLength(JSON.stringify(m.payload));
@@ -83,29 +168,42 @@ export function createEphemeral(deps: { db: Db; hub: Hub; metrics: Metrics; logg
         throw new WireError('PAYLOAD_TOO_LARGE', `payload is ${bytes} bytes, over this channel's limit of ${cap} bytes`);
       }
       const sub = identity.claims['sub'];
+      const at = deps.now();
       const frame = JSON.stringify(
         eventFrame(m.channel, m.event, m.payload, {
           ephemeral: true,
           senderType: 'user',
           senderId: typeof sub === 'string' ? sub : null,
-          timestamp: new Date(deps.now()).toISOString(),
+          timestamp: new Date(at).toISOString(),
         }),
       );
-      await db.sendEphemeral(identity, m.channel, m.event, signNotification(key, m.channel, frame));
+      const notification = seal(key, { instance: deps.instance, seq: ++sent, at, channel: m.channel, frame });
+      if (Buffer.byteLength(notification) > MAX_NOTIFICATION_BYTES) {
+        throw new WireError('PAYLOAD_TOO_LARGE', 'an ephemeral message must fit in one notification: keep its payload under about 5,500 bytes');
+      }
+      await db.sendEphemeral(identity, m.channel, m.event, notification);
     },
     onNotification(payload) {
-      const verified = key !== null && payload !== undefined ? verifyNotification(key, payload) : null;
-      if (!verified) {
+      const key = deps.keys.current?.sealing ?? null;
+      const opened = key !== null && payload !== undefined ? unseal(key, payload) : null;
+      if (!opened) {
         metrics.notificationsDropped.inc({ reason: 'forged' });
         return;
       }
-      const subscribers = hub.subscribers(verified.channel);
+      if (Math.abs(deps.now() - opened.at) > WINDOW_MS || !window.take(opened.instance, opened.seq)) {
+        metrics.notificationsDropped.inc({ reason: 'replayed' });
+        return;
+      }
+      const subscribers = hub.subscribers(opened.channel);
       if (!subscribers) return;
-      const written = deliver(subscribers, { frame: Buffer.from(verified.frame), id: `e${++seq}` });
+      const written = deliver(subscribers, { frame: Buffer.from(opened.frame), id: `e${++delivered}` });
       if (written > 0) {
         metrics.ephemeralRelayed.inc();
         metrics.framesSent.inc(written);
       }
+    },
+    stop() {
+      clearInterval(sweeper);
     },
   };
 }

@@ -89,6 +89,17 @@ export function messageQueries(pool: pg.Pool) {
       return rows.map((r) => ({ id: r.id, seq: r.seq, channel, frame: r.frame, rowCheck: r.row_check }));
     },
 
+    /** How many messages of a channel follow a seq, counting no further than `atMost` (an index-only range). */
+    async replayCount(channel: string, since: number, atMost: number): Promise<number> {
+      const { rows } = await pool.query<{ n: number }>({
+        name: 'realtimed_replay_count',
+        text: `select count(*)::int as n
+               from (select from realtime.messages m where m.channel_name = $1 and m.seq > $2 limit $3) x`,
+        values: [channel, since, atMost],
+      });
+      return rows[0]?.n ?? 0;
+    },
+
     /** realtime.stream_info: the epoch, the highest seq allocated, how far prune went. */
     async streamInfo(): Promise<StreamInfo> {
       const { rows } = await pool.query<{ epoch: string; max_seq: string; pruned_through_seq: string }>(

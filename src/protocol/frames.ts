@@ -15,6 +15,8 @@ export type ClientFrame =
       channel: string;
       since?: number;
       epoch?: string;
+      /** The cursor the last "subscribed" frame of this channel carried: a replay needs it. */
+      cursor?: string;
       /** The parsed filter, and its text (echoed in "subscribed"). */
       filter?: { text: string; conditions: Filter };
       /** Receive presence_state now and presence_diff after. */
@@ -47,6 +49,24 @@ export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** How deep a payload or presence state may nest (objects and arrays). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether a parsed JSON value nests no deeper than `max` (counted without recursion). */
+export function withinDepth(value: unknown, max = MAX_JSON_DEPTH): boolean {
+  let level: unknown[] = [value];
+  for (let depth = 0; level.length > 0; depth++) {
+    const next: unknown[] = [];
+    for (const v of level) {
+      if (typeof v !== 'object' || v === null) continue;
+      if (depth >= max) return false;
+      next.push(...(Array.isArray(v) ? v : Object.values(v)));
+    }
+    level = next;
+  }
+  return true;
+}
+
 /** A JSON object's fields, or null when the text is not JSON or not an object (for notifications). */
 export function parseObject(text: string): Record<string, unknown> | null {
   try {
@@ -74,6 +94,7 @@ export function parseClientFrame(text: string): ClientFrame {
     throw invalid('the frame is not JSON');
   }
   if (!isObject(value)) throw invalid('the frame must be a JSON object');
+  if (!withinDepth(value, MAX_JSON_DEPTH + 2)) throw invalid(`the frame nests deeper than ${MAX_JSON_DEPTH} levels`);
   const rawRef = value['ref'];
   if (rawRef !== undefined && (typeof rawRef !== 'string' || rawRef.length > 255)) {
     throw invalid('"ref" must be a string of at most 255 characters');
@@ -90,6 +111,10 @@ export function parseClientFrame(text: string): ClientFrame {
       }
       if (epoch !== undefined && (typeof epoch !== 'string' || epoch.length === 0 || epoch.length > 64)) {
         throw invalid('"epoch" must be the string a "subscribed" frame carried', ref);
+      }
+      const cursor = value['cursor'];
+      if (cursor !== undefined && (typeof cursor !== 'string' || cursor.length === 0 || cursor.length > 64)) {
+        throw invalid('"cursor" must be the string a "subscribed" frame carried', ref);
       }
       const filter = value['filter'];
       let conditions: Filter | undefined;
@@ -109,6 +134,7 @@ export function parseClientFrame(text: string): ClientFrame {
         channel,
         ...(since === undefined ? {} : { since }),
         ...(epoch === undefined ? {} : { epoch }),
+        ...(cursor === undefined ? {} : { cursor }),
         ...(conditions === undefined ? {} : { filter: { text: filter as string, conditions } }),
         ...(presence === true ? { presence: true } : {}),
       });

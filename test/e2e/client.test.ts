@@ -82,6 +82,29 @@ t.test('the typed API: connect, subscribe, on, publish, errors, state, off, disc
   await t.rejects(rt.publish('chat:7', 'message', {}), { code: 'DISCONNECTED' });
 });
 
+t.test('the token travels in the first frame, never in the URL (finding 8h)', async (t) => {
+  const { WebSocketServer } = await import('ws');
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => server.close());
+  await new Promise((resolve) => server.once('listening', resolve));
+  const seen: { url: string | undefined; first: string | undefined } = { url: undefined, first: undefined };
+  server.on('connection', (ws, req) => {
+    seen.url = req.url;
+    ws.once('message', (data) => {
+      seen.first = data.toString();
+      const ref = (JSON.parse(seen.first) as { ref?: string }).ref;
+      ws.send(JSON.stringify({ type: 'authed', ref }));
+    });
+  });
+  const token = await userToken(ALICE);
+  const rt = createClient(`ws://127.0.0.1:${(server.address() as { port: number }).port}/`, { token });
+  t.teardown(() => rt.disconnect());
+  await rt.connect();
+  await until('the first frame', () => seen.first !== undefined);
+  t.equal(seen.url, '/', 'the URL carries no token');
+  t.match(JSON.parse(seen.first ?? '{}'), { type: 'auth', token }, 'the first frame is the auth frame');
+});
+
 t.test('library events cannot clash with application event names', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);

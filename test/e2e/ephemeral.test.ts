@@ -1,7 +1,8 @@
 /**
  * Ephemeral messages: authorized by the INSERT policies, delivered to the
  * subscribers of every instance, never stored or replayed, with their own
- * rate; and a notification forged by another database role is dropped.
+ * rate; a notification forged by another database role is dropped, and one
+ * it captured can neither be read nor sent again.
  */
 import pg from 'pg';
 import t from 'tap';
@@ -102,4 +103,34 @@ t.test('a notification forged by another database role is dropped', async (t) =>
   await settle(400);
   t.same(bob.events(), [], 'nothing reached the subscriber');
   t.equal(await metric(httpUrl, 'realtimed_notifications_dropped_total\\{reason="forged"\\}'), 3, 'three counted as forged');
+});
+
+t.test('another database role can neither read an ephemeral message nor send it again (finding 6)', async (t) => {
+  const db = await createDatabase(t);
+  await rooms(db);
+  const { wsUrl, httpUrl } = await startDaemon(t, db);
+  const alice = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
+  const bob = await TestClient.connect(t, wsUrl, { token: await userToken(BOB) });
+  await alice.subscribe('room:5');
+  await bob.subscribe('room:5');
+  // An application role LISTENs where the instances talk.
+  const eavesdropper = await createLoginRole(t, []);
+  const client = new pg.Client({ connectionString: urlFor(db.name, undefined, eavesdropper) });
+  await client.connect();
+  t.teardown(() => client.end());
+  const heard: string[] = [];
+  client.on('notification', (n) => heard.push(n.payload ?? ''));
+  await client.query('listen realtime_ephemeral');
+  await alice.request({ type: 'publish', channel: 'room:5', event: 'whisper', payload: { text: 'the secret words' }, ephemeral: true });
+  await bob.next((f) => f.type === 'event' && f['event'] === 'whisper');
+  await client.query('select 1');
+  const captured = heard[0];
+  t.ok(captured, 'the role heard the notification');
+  t.notMatch(captured ?? '', /secret|whisper|room:5/, 'but it reads none of it: channel, event and payload are sealed');
+
+  await client.query(`select pg_notify('realtime_ephemeral', $1)`, [captured]);
+  await client.query(`select pg_notify('realtime_ephemeral', $1)`, [captured]);
+  await settle(400);
+  t.same(bob.events(), [], 'sent again, it reaches nobody');
+  t.equal(await metric(httpUrl, 'realtimed_notifications_dropped_total\\{reason="replayed"\\}'), 2, 'both counted as replayed');
 });

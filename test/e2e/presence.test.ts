@@ -150,3 +150,24 @@ t.test('refusals: not subscribed, denied, too big, too many members, bad state',
   const rejections = await (await fetch(`${httpUrl}/metrics`)).text();
   t.match(rejections, /realtimed_limit_rejections_total\{limit="presence_members"\} 1/, 'counted in /metrics');
 });
+
+t.test('a lock another role holds does not stall presence: its key cannot be computed (finding 7a)', async (t) => {
+  const db = await createDatabase(t);
+  await rooms(db);
+  const { wsUrl } = await startDaemon(t, db, { poolSize: 2 });
+  // Any role may take advisory locks: one takes the key presence_track used to serialize on.
+  const intruder = await createLoginRole(t, []);
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({ connectionString: urlFor(db.name, undefined, intruder) });
+  await client.connect();
+  t.teardown(() => client.end());
+  await client.query(`select pg_advisory_lock(hashtext('realtime.presence:' || 'room:7'))`);
+  const alice = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
+  await join(alice, 'room:7');
+  const started = Date.now();
+  t.match(await alice.request({ type: 'presence', channel: 'room:7', state: { here: true } }, 10_000),
+    { type: 'presence_updated', key: ALICE }, 'presence is set all the same');
+  t.ok(Date.now() - started < 2000, `without waiting on that lock (${Date.now() - started} ms)`);
+  const health = await fetch(`${wsUrl.replace('ws://', 'http://')}health`);
+  t.equal(health.status, 200, 'and the pool is free');
+});

@@ -15,6 +15,7 @@ import { freePort } from '../../src/cli/embedded.js';
 import { migrate } from '../../src/cli/migrate.js';
 import { createDatabase, type TestDatabase } from '../helpers/db.js';
 import { loadExamples, startDaemon } from '../helpers/daemon.js';
+import { ALICE, BOB, userToken } from '../helpers/jwt.js';
 import { TestClient, type Frame } from '../helpers/ws.js';
 import { settle } from '../helpers/wait.js';
 
@@ -175,16 +176,17 @@ t.test('replay: since gives the events after a seq, then live, with no gap and n
   const db = await createDatabase(t);
   await loadExamples(db);
   const { wsUrl } = await startDaemon(t, db);
+  const client = await TestClient.connect(t, wsUrl);
+  const { cursor } = await client.position('orders');
   for (let i = 1; i <= 40; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
   const { rows } = await db.pool.query<{ seq: string }>(`select seq from realtime.messages where payload->>'i' = '20'`);
   const since = Number(rows[0]?.seq);
 
-  const client = await TestClient.connect(t, wsUrl);
   const publishing = (async () => {
     for (let i = 41; i <= 100; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
   })();
   await settle(20);
-  const reply = await client.request({ type: 'subscribe', channel: 'orders', since });
+  const reply = await client.request({ type: 'subscribe', channel: 'orders', since, cursor });
   t.match(reply, { type: 'subscribed', channel: 'orders', epoch: /^[0-9a-f]{16}$/ });
   await publishing;
   const events = await collect(client, 80, 5000);
@@ -201,28 +203,29 @@ t.test('REPLAY_UNAVAILABLE: beyond retention, beyond --max-replay, another epoch
   const db = await createDatabase(t);
   await loadExamples(db);
   const { wsUrl } = await startDaemon(t, db, { maxReplay: 5 });
+  // Anonymous clients share one identity, so one cursor (from before any message) serves them all.
+  const probe = await TestClient.connect(t, wsUrl);
+  const { epoch, cursor } = await probe.position('orders');
   for (let i = 1; i <= 10; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
   const seqs = (await db.pool.query<{ seq: string }>(`select seq from realtime.messages order by seq`)).rows.map((r) => Number(r.seq));
-  const probe = await TestClient.connect(t, wsUrl);
-  const epoch = (await probe.subscribe('orders'))['epoch'];
 
-  const cases: [string, Record<string, unknown>][] = [
-    ['more than --max-replay (5) to send', { since: seqs[2] }],
-    ['another epoch', { since: seqs[8], epoch: 'ffffffffffffffff' }],
-    ['a seq ahead of the stream', { since: (seqs[9] ?? 0) + 1000 }],
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['more than --max-replay (5) to send', { since: seqs[2], cursor }, /more than 5 messages/],
+    ['another epoch', { since: seqs[8], epoch: 'ffffffffffffffff', cursor }, /another epoch/],
+    ['a seq ahead of the stream', { since: (seqs[9] ?? 0) + 1000, cursor }, /ahead of this stream/],
   ];
-  for (const [name, extra] of cases) {
+  for (const [name, extra, why] of cases) {
     const client = await TestClient.connect(t, wsUrl);
     client.send({ type: 'subscribe', channel: 'orders', ref: 's', ...extra });
     const error = await client.next((f) => f.type === 'error');
-    t.match(error, { code: 'REPLAY_UNAVAILABLE', channel: 'orders', ref: 's', epoch }, `${name}: REPLAY_UNAVAILABLE`);
+    t.match(error, { code: 'REPLAY_UNAVAILABLE', channel: 'orders', ref: 's', epoch, message: why }, `${name}: REPLAY_UNAVAILABLE`);
     t.match(await client.next((f) => f.type === 'subscribed'), { ref: 's' }, `${name}: still subscribed, live`);
     await settle(100);
     t.same(client.events(), [], `${name}: no wrong messages replayed`);
   }
 
   const fine = await TestClient.connect(t, wsUrl);
-  await fine.request({ type: 'subscribe', channel: 'orders', since: seqs[6], epoch });
+  await fine.request({ type: 'subscribe', channel: 'orders', since: seqs[6], epoch, cursor });
   t.same((await collect(fine, 3, 2000)).map((e) => (e['payload'] as { i: number }).i), [8, 9, 10], 'within bounds: replayed');
 
   await db.pool.query(`
@@ -231,8 +234,40 @@ t.test('REPLAY_UNAVAILABLE: beyond retention, beyond --max-replay, another epoch
     alter table realtime.messages enable trigger messages_before_update;
     select realtime.prune();`);
   const pruned = await TestClient.connect(t, wsUrl);
-  pruned.send({ type: 'subscribe', channel: 'orders', ref: 'p', since: seqs[1], epoch });
-  t.match(await pruned.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE' }, 'messages after since were pruned: REPLAY_UNAVAILABLE');
+  pruned.send({ type: 'subscribe', channel: 'orders', ref: 'p', since: seqs[1], epoch, cursor });
+  t.match(await pruned.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE', message: /pruned/ },
+    'messages after since were pruned: REPLAY_UNAVAILABLE');
   await settle(100);
   t.same(pruned.events(), [], 'and nothing partial is replayed');
+});
+
+t.test('a replay needs a cursor this token was given: a new owner does not replay the previous owner\'s messages', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db); // order:1 is alice's: only its owner may subscribe
+  const { wsUrl } = await startDaemon(t, db);
+  const alice = await TestClient.connect(t, wsUrl, { token: await userToken(ALICE) });
+  const alicePosition = await alice.position('order:1');
+  await db.pool.query(`update app.orders set status = 'secret-of-alice' where id = 1`);
+  await db.pool.query(`update app.orders set owner_id = $1 where id = 1`, [BOB]); // handed over to bob
+
+  const bob = await TestClient.connect(t, wsUrl, { token: await userToken(BOB) });
+  bob.send({ type: 'subscribe', channel: 'order:1', ref: 'b', since: 0 });
+  t.match(await bob.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE', message: /needs the cursor/ }, 'since without a cursor: refused');
+  t.match(await bob.next((f) => f.type === 'subscribed'), { ref: 'b', cursor: /^\d+\./ }, 'subscribed live, with a cursor of his own');
+  await bob.request({ type: 'unsubscribe', channel: 'order:1' });
+  bob.send({ type: 'subscribe', channel: 'order:1', ref: 'c', since: 0, cursor: alicePosition.cursor });
+  t.match(await bob.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE', ref: 'c' }, "alice's cursor does not work for bob");
+  await bob.next((f) => f.type === 'subscribed' && f['ref'] === 'c');
+  await settle(200);
+  t.same(bob.events(), [], "nothing of alice's time was replayed to bob");
+
+  const mine = await bob.position('order:1');
+  await db.pool.query(`update app.orders set status = 'bobs' where id = 1`);
+  bob.send({ type: 'subscribe', channel: 'order:1', ref: 'd', ...mine, since: mine.since - 1 });
+  t.match(await bob.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE', message: /before this token was allowed in/ },
+    'a seq before his own cursor: refused');
+  await bob.request({ type: 'unsubscribe', channel: 'order:1' });
+  await bob.request({ type: 'subscribe', channel: 'order:1', ...mine });
+  const event = await bob.next((f) => f.type === 'event');
+  t.match(event, { payload: { status: 'bobs' } }, 'from his own cursor: what came after it is replayed');
 });

@@ -36,7 +36,10 @@ t.test('subscribe: the example policies decide, for anon, alice and bob', async 
   for (const [client, who, channel, type] of expect) {
     const reply = await client.subscribe(channel);
     t.equal(reply.type, type, `${who} → ${channel}: ${type}`);
-    if (type === 'subscribed') t.same(reply, { type, channel, ref: reply['ref'], epoch: reply['epoch'], seq: reply['seq'] });
+    if (type === 'subscribed') {
+      t.same(Object.keys(reply), ['type', 'channel', 'ref', 'epoch', 'seq', 'cursor'], 'subscribed: channel, ref, epoch, seq and a cursor');
+      t.match(reply['cursor'], /^\d+\.[A-Za-z0-9_-]{32}$/);
+    }
     else t.match(reply, { code: 'UNAUTHORIZED', channel }, `${who} → ${channel}: UNAUTHORIZED`);
   }
   const again = await alice.subscribe('orders');
@@ -213,6 +216,46 @@ t.test('tokens: forged, alg none, expired, not yet valid, wrong role: error fram
   const metrics = await daemon.metrics.registry.getSingleMetricAsString('realtimed_auth_failures_total');
   t.match(metrics, /realtimed_auth_failures_total\{code="UNAUTHORIZED"\} 21/);
   t.match(metrics, /realtimed_auth_failures_total\{code="TOKEN_EXPIRED"\} 3/);
+});
+
+t.test('--jwt-audience and --jwt-issuer: only tokens for this audience, from this issuer (finding 8a)', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl } = await startDaemon(t, db, { jwtAudience: 'realtimed', jwtIssuer: 'https://id.example' });
+  const cases: [string, Record<string, unknown>, string][] = [
+    ['aud and iss right', { aud: 'realtimed', iss: 'https://id.example' }, 'subscribed'],
+    ['aud a list naming it', { aud: ['api', 'realtimed'], iss: 'https://id.example' }, 'subscribed'],
+    ['another audience', { aud: 'api', iss: 'https://id.example' }, 'error'],
+    ['no audience', { iss: 'https://id.example' }, 'error'],
+    ['another issuer', { aud: 'realtimed', iss: 'https://evil.example' }, 'error'],
+  ];
+  for (const [name, claims, outcome] of cases) {
+    const client = await TestClient.connect(t, wsUrl);
+    client.send({ type: 'auth', token: await userToken(ALICE, claims), ref: 'a' });
+    const reply = await client.request({ type: 'subscribe', channel: 'order:1' }).catch(() => ({ type: 'error' }));
+    if (outcome === 'error') {
+      t.equal((await client.closed).code, 4003, `${name}: closed with 4003`);
+    } else {
+      t.equal(reply.type, outcome, `${name}: ${outcome}`);
+    }
+  }
+});
+
+t.test('a dedupe key from a sender without a UUID sub is refused, not answered with another\'s message (finding 7d)', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  await db.pool.query(`create policy "anyone publishes to orders" on realtime.messages for insert to anon, authenticated
+    with check (realtime.channel_name() = 'orders')`);
+  const { wsUrl } = await startDaemon(t, db);
+  const victim = await TestClient.connect(t, wsUrl, { token: await sign({ sub: 'auth0|victim', role: 'authenticated' }) });
+  const other = await TestClient.connect(t, wsUrl);
+  for (const client of [victim, other]) await client.subscribe('orders');
+  t.match(await other.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' }),
+    { type: 'error', code: 'INVALID_MESSAGE', message: /sub claim is a UUID/ }, 'anon: INVALID_MESSAGE');
+  t.match(await victim.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' }),
+    { type: 'error', code: 'INVALID_MESSAGE' }, 'a non-UUID sub: INVALID_MESSAGE, never duplicate: true');
+  t.match(await victim.request({ type: 'publish', channel: 'orders', event: 'e', payload: {} }),
+    { type: 'published', messageId: /^[0-9a-f-]{36}$/ }, 'without a dedupe key it publishes');
 });
 
 t.test('a token expiring while connected closes with 4001 at exp; a refresh keeps the socket', async (t) => {

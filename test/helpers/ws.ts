@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+
 import WebSocket from 'ws';
 
 import type { Teardown } from './db.js';
@@ -81,4 +84,47 @@ export class TestClient {
   subscribe(channel: string): Promise<Frame> {
     return this.request({ type: 'subscribe', channel });
   }
+
+  /**
+   * The position a replay may start from, as a client keeps it: subscribe,
+   * take seq, epoch and cursor from "subscribed", and unsubscribe again.
+   */
+  async position(channel: string): Promise<{ since: number; epoch: string; cursor: string }> {
+    const reply = await this.subscribe(channel);
+    await this.request({ type: 'unsubscribe', channel });
+    return { since: reply['seq'] as number, epoch: reply['epoch'] as string, cursor: reply['cursor'] as string };
+  }
 }
+
+/** A WebSocket that completes the handshake, then never reads another byte. */
+export async function deafSocket(t: { teardown(fn: () => unknown): void }, wsUrl: string): Promise<{ socket: Socket; send(text: string): void }> {
+  const url = new URL(wsUrl);
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  t.teardown(() => socket.destroy());
+  const key = randomBytes(16).toString('base64');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () =>
+      socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`),
+    );
+    let head = '';
+    const onData = (d: Buffer): void => {
+      head += d.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      socket.off('data', onData);
+      socket.pause(); // from here on, nothing is read
+      if (head.startsWith('HTTP/1.1 101')) resolve();
+      else reject(new Error(head.split('\r\n')[0]));
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+  });
+  const send = (text: string): void => {
+    const payload = Buffer.from(text);
+    const mask = randomBytes(4);
+    const length = payload.length < 126 ? Buffer.from([0x80 | payload.length]) : Buffer.from([0x80 | 126, payload.length >> 8, payload.length & 255]);
+    const masked = Buffer.from(payload.map((b, i) => b ^ (mask[i % 4] as number)));
+    socket.write(Buffer.concat([Buffer.from([0x81]), length, mask, masked]));
+  };
+  return { socket, send };
+}
+

@@ -19,6 +19,7 @@ import type { Authenticator } from '../auth.js';
 import { errorText } from '../boundary.js';
 import type { Ephemeral } from '../ephemeral.js';
 import type { Hub } from '../hub.js';
+import type { Keys } from '../keys.js';
 import { TokenBucket, type UserConnections } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import type { Presence } from '../presence.js';
@@ -35,6 +36,8 @@ export interface ConnectionDeps {
   now: () => number;
   presence: Presence;
   ephemeral: Ephemeral;
+  /** The keys replay cursors are signed with. */
+  keys: Keys;
   users: UserConnections;
 }
 
@@ -120,20 +123,46 @@ export class Connection implements SubscriptionOwner {
   write(frame: Buffer): boolean {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(frame, { binary: false });
-    if (this.ws.bufferedAmount > this.deps.config.maxBufferedBytes) {
-      this.deps.metrics.slowConsumerCloses.inc();
-      this.deps.logger.info({ buffered: this.ws.bufferedAmount }, 'closing a slow consumer');
-      this.dispose();
-      this.ws.close(CloseCode.SLOW_CONSUMER, 'slow consumer');
-      // A socket that does not read will not read the close frame either.
-      setTimeout(() => this.ws.terminate(), 5000).unref();
-    }
+    this.checkBuffered(0);
     return true;
   }
 
-  /** A reply, presence or error frame. */
+  /** A reply, presence or error frame: counted toward the same cap as events. */
   send(text: string): void {
-    if (!this.closed && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(text);
+    this.checkBuffered(0);
+  }
+
+  /**
+   * Resolves true once at most half of --max-buffered-bytes is waiting to be
+   * read (at once, usually), false if the socket closed or did not drain
+   * within one --ping-interval (then it is closed with 4008).
+   */
+  async drained(): Promise<boolean> {
+    const limit = this.deps.config.maxBufferedBytes / 2;
+    const deadline = this.deps.now() + this.deps.config.pingIntervalMs;
+    while (!this.closed && this.ws.bufferedAmount > limit) {
+      if (this.deps.now() > deadline) return !this.checkBuffered(this.deps.config.maxBufferedBytes);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return !this.closed;
+  }
+
+  /**
+   * Closes the socket with 4008 when what it has not read, and `pending`
+   * bytes about to be written, pass --max-buffered-bytes. Returns whether it did.
+   */
+  checkBuffered(pending: number): boolean {
+    if (this.closed) return true;
+    if (this.ws.bufferedAmount + pending <= this.deps.config.maxBufferedBytes) return false;
+    this.deps.metrics.slowConsumerCloses.inc();
+    this.deps.logger.info({ buffered: this.ws.bufferedAmount, pending }, 'closing a slow consumer');
+    this.dispose();
+    this.ws.close(CloseCode.SLOW_CONSUMER, 'slow consumer');
+    // A socket that does not read will not read the close frame either.
+    setTimeout(() => this.ws.terminate(), 5000).unref();
+    return true;
   }
 
   /** A frame handler threw: tell the client, keep the socket. */

@@ -21,10 +21,12 @@ import { errorFrame, serverFrame, type ClientFrame } from '../../protocol/frames
 import { wireErrorFromPg } from '../../db/errors.js';
 import { errorText } from '../boundary.js';
 import type { Hub, Subscriber } from '../hub.js';
+import type { Keys } from '../keys.js';
 import { TokenBucket } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import type { Presence, PresenceWatcher } from '../presence.js';
-import { readReplay } from './replay.js';
+import { issueCursor, readCursor, type CursorScope } from './cursor.js';
+import { replay, replayUnavailable } from './replay.js';
 
 /** How long ids sent by a replay are remembered against late notifications. */
 const REPLAY_DEDUPE_MS = 30_000;
@@ -41,6 +43,10 @@ export interface SubscriptionOwner {
   send(text: string): void;
   /** An event frame; false if the socket could not take it. */
   write(frame: Buffer): boolean;
+  /** Closes the socket (4008) if what it has not read plus `pending` bytes pass the cap; true if it did. */
+  checkBuffered(pending: number): boolean;
+  /** Waits until the socket has read most of what it was sent; false when it is gone or too slow. */
+  drained(): Promise<boolean>;
   /** Ends this subscription and tells the client why. */
   drop(channel: string, reason: 'CHANNEL_CLOSED' | 'UNAUTHORIZED'): void;
   /** Authorizes the subscription again, in the socket's frame order. */
@@ -48,12 +54,13 @@ export interface SubscriptionOwner {
 }
 
 export interface SubscriptionDeps {
-  db: Pick<Db, 'authorizeSubscribe' | 'authorizeSubscription' | 'streamInfo' | 'replayRelayFrames' | 'changeAudience'>;
+  db: Pick<Db, 'authorizeSubscribe' | 'authorizeSubscription' | 'streamInfo' | 'replayCount' | 'replayRelayFrames' | 'changeAudience'>;
   hub: Hub;
   presence: Presence;
   metrics: Metrics;
   logger: Logger;
   now: () => number;
+  keys: Keys;
   config: { maxReplay: number };
 }
 
@@ -64,8 +71,9 @@ export class Subscription implements Subscriber, PresenceWatcher {
   limits: ChannelLimits | undefined;
   /** The channel's publish_rate, for this socket. */
   private publishBucket: TokenBucket | undefined;
-  /** Live events held back while the replay is read and sent. */
+  /** Live events held back while the replay is read and sent, and their bytes (counted toward the socket's cap). */
   private held: { id: string; frame: Buffer }[] | null = null;
+  private heldBytes = 0;
   /** Ids the replay sent: their notifications may still be on the way. */
   private replayed: { ids: Set<string>; until: number } | null = null;
   private watching = false;
@@ -84,6 +92,8 @@ export class Subscription implements Subscriber, PresenceWatcher {
   sendEvent(frame: Buffer, id: string): boolean {
     if (this.closed || this.owner.closed) return false;
     if (this.held) {
+      this.heldBytes += frame.length;
+      if (this.owner.checkBuffered(this.heldBytes)) return false;
       this.held.push({ id, frame });
       return true;
     }
@@ -125,29 +135,23 @@ export class Subscription implements Subscriber, PresenceWatcher {
       }
       this.channelId = auth.id;
       this.limits = auth.limits;
-      const replay =
+      const replayDeps = { db: this.deps.db, maxReplay: this.deps.config.maxReplay };
+      const scope = this.scope(identity, auth.stream.epoch);
+      const sameEpoch = epoch === undefined || epoch === auth.stream.epoch;
+      const unavailable =
         since === undefined
-          ? { frames: [], unavailable: null }
-          : await readReplay(
-              { db: this.deps.db, maxReplay: this.deps.config.maxReplay },
-              identity,
-              channel,
-              this.filter,
-              { since, epoch },
-              auth.stream,
-            );
+          ? null
+          : ((sameEpoch ? this.cursorRefusal(scope, since, frame.cursor, auth.stream.maxSeq) : null) ??
+            (await replayUnavailable(replayDeps, channel, { since, epoch }, auth.stream)));
       if (this.owner.closed) return;
-      if (replay.unavailable !== null) {
-        this.owner.send(errorFrame('REPLAY_UNAVAILABLE', replay.unavailable, { ref, channel, epoch: auth.stream.epoch }));
+      if (unavailable !== null) {
+        this.owner.send(errorFrame('REPLAY_UNAVAILABLE', unavailable, { ref, channel, epoch: auth.stream.epoch }));
       }
-      this.owner.send(
-        serverFrame({ type: 'subscribed', channel, ref, epoch: auth.stream.epoch, seq: auth.stream.maxSeq, filter: frame.filter?.text }),
-      );
-      const replayed = new Set<string>();
-      for (const row of replay.frames) {
-        replayed.add(row.id);
-        this.owner.write(Buffer.from(row.frame));
-      }
+      this.owner.send(this.subscribedFrame(scope, ref, auth.stream.maxSeq, frame.filter?.text));
+      const replayed =
+        since === undefined || unavailable !== null
+          ? new Set<string>()
+          : await replay(replayDeps, identity, channel, this.filter, { since, through: auth.stream.maxSeq }, this.owner);
       for (const event of this.held) if (!replayed.has(event.id)) this.owner.write(event.frame);
       // Notifications of replayed messages can arrive after the seam; the relay's
       // recovery pass settles within a few periods, so this window is enough.
@@ -157,6 +161,7 @@ export class Subscription implements Subscriber, PresenceWatcher {
       throw err;
     } finally {
       this.held = null;
+      this.heldBytes = 0;
     }
     if (frame.presence) await this.watchPresence();
   }
@@ -165,10 +170,42 @@ export class Subscription implements Subscriber, PresenceWatcher {
   async update(frame: SubscribeFrame): Promise<void> {
     this.filter = frame.filter?.conditions;
     const info = await this.deps.db.streamInfo();
-    this.owner.send(
-      serverFrame({ type: 'subscribed', channel: this.channel, ref: frame.ref, epoch: info.epoch, seq: info.maxSeq, filter: frame.filter?.text }),
-    );
+    const identity = this.identity;
+    if (identity) this.owner.send(this.subscribedFrame(this.scope(identity, info.epoch), frame.ref, info.maxSeq, frame.filter?.text));
     if (frame.presence && !this.watching) await this.watchPresence();
+  }
+
+  /** Whom a cursor of this subscription is for. */
+  private scope(identity: Identity, epoch: string): CursorScope {
+    const sub = identity.claims['sub'];
+    return { channel: this.channel, role: identity.role, sub: typeof sub === 'string' ? sub : '', epoch };
+  }
+
+  /** "subscribed", with the position it stands at and a cursor for a later replay from there. */
+  private subscribedFrame(scope: CursorScope, ref: string | undefined, seq: number, filter: string | undefined): string {
+    const key = this.deps.keys.current?.cursor;
+    return serverFrame({
+      type: 'subscribed',
+      channel: this.channel,
+      ref,
+      epoch: scope.epoch,
+      seq,
+      ...(key ? { cursor: issueCursor(key, scope, seq) } : {}),
+      filter,
+    });
+  }
+
+  /**
+   * Why `since` may not be replayed for this scope, or null: a replay needs a
+   * cursor this scope was given, and covers only what came after it.
+   */
+  private cursorRefusal(scope: CursorScope, since: number, cursor: string | undefined, maxSeq: number): string | null {
+    if (since >= maxSeq) return null; // nothing to replay
+    const key = this.deps.keys.current?.cursor;
+    const from = key && cursor !== undefined ? readCursor(key, scope, cursor) : null;
+    if (from === null) return 'a replay needs the cursor of a "subscribed" frame this token was given for this channel: resync';
+    if (since < from) return 'that seq is before this token was allowed in: resync';
+    return null;
   }
 
   /** Asks again (new claims, or the channel changed): the matched id when still allowed, else null; errors deny. */
@@ -224,6 +261,7 @@ export class Subscription implements Subscriber, PresenceWatcher {
     if (this.closed) return;
     this.closed = true;
     this.held = null;
+    this.heldBytes = 0;
     this.deps.hub.remove(this);
     if (this.watching) this.deps.presence.unwatch(this.channel, this);
     this.watching = false;
