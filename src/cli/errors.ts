@@ -21,6 +21,7 @@ export type CliErrorCode =
   | 'RT_ERR_MIGRATION'
   | 'RT_ERR_EMBEDDED'
   | 'RT_ERR_BUSY'
+  | 'RT_ERR_LISTEN'
   | 'RT_ERR_DOCTOR'
   | 'RT_ERR_WORKERS';
 
@@ -40,6 +41,7 @@ const EXIT_CODES: Record<CliErrorCode, number> = {
   RT_ERR_MIGRATION: 2,
   RT_ERR_EMBEDDED: 2,
   RT_ERR_BUSY: 2,
+  RT_ERR_LISTEN: 2,
   RT_ERR_DOCTOR: 1,
   RT_ERR_WORKERS: 1,
 };

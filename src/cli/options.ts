@@ -63,6 +63,14 @@ export const OPTIONS = {
     flag: '--jwks-url <url>', env: 'REALTIMED_JWKS_URL', default: undefined, parse: optionalText,
     help: 'JWKS URL for RS256/ES256 client tokens',
   }),
+  jwtAudience: row<string | undefined>({
+    flag: '--jwt-audience <aud>', env: 'REALTIMED_JWT_AUDIENCE', default: undefined, parse: optionalText,
+    help: 'accept only tokens whose aud claim names this audience',
+  }),
+  jwtIssuer: row<string | undefined>({
+    flag: '--jwt-issuer <iss>', env: 'REALTIMED_JWT_ISSUER', default: undefined, parse: optionalText,
+    help: 'accept only tokens whose iss claim is this issuer',
+  }),
   roles: row({
     flag: '--roles <list>', env: 'REALTIMED_ROLES', default: ['anon', 'authenticated'], parse: list,
     help: 'roles a token may carry, comma-separated',
@@ -119,6 +127,11 @@ export const OPTIONS = {
   webhookSecret: row<string | undefined>({
     flag: '--webhook-secret <secret>', env: 'REALTIMED_WEBHOOK_SECRET', default: undefined, parse: optionalText,
     help: 'sign webhooks: X-Realtime-Signature (16+ characters)',
+  }),
+  webhookAllowLocal: row({
+    flag: '--webhook-allow-local', env: 'REALTIMED_WEBHOOK_ALLOW_LOCAL', default: false,
+    help: 'let webhooks reach loopback and link-local addresses (refused by default: 127.0.0.1, 169.254.169.254)',
+    dev: { default: true },
   }),
   webhookTimeoutMs: row({
     flag: '--webhook-timeout <ms>', env: 'REALTIMED_WEBHOOK_TIMEOUT', default: 10_000, parse: integer(100, 600_000),
@@ -187,6 +200,10 @@ export const OPTIONS = {
   presenceTimeoutMs: row({
     flag: '--presence-timeout <ms>', env: 'REALTIMED_PRESENCE_TIMEOUT', default: 15_000, parse: integer(200, 3_600_000),
     help: 'an instance silent this long is removed with its presence members',
+  }),
+  metricsToken: row<string | undefined>({
+    flag: '--metrics-token <token>', env: 'REALTIMED_METRICS_TOKEN', default: undefined, parse: optionalText,
+    help: 'GET /metrics needs "Authorization: Bearer <token>" (default: open; keep the port off public networks)',
   }),
   adminRole: row({
     flag: '--admin-role <role>', env: 'REALTIMED_ADMIN_ROLE', default: 'service_role', parse: text,
@@ -297,6 +314,9 @@ export function checkStartConfig(config: StartConfig): StartConfig {
   if (!ROLE_NAME.test(config.adminRole)) throw usage('--admin-role is not a plain role name');
   if (config.presenceTimeoutMs < 2 * config.presenceHeartbeatMs) {
     throw usage('--presence-timeout must be at least twice --presence-heartbeat, or live instances would be taken for dead');
+  }
+  if (config.metricsToken !== undefined && config.metricsToken.length < 16) {
+    throw usage('--metrics-token must be at least 16 characters');
   }
   if (config.webhookSecret !== undefined && config.webhookSecret.length < 16) {
     throw usage('--webhook-secret must be at least 16 characters');

@@ -64,7 +64,13 @@ export async function serve(config: StartConfig, io: CliIo, onListening?: (addre
   });
   const daemon = createDaemon({ config, pool, logger });
   const stopping = (io.stopSignal ?? defaultStopSignal)();
-  const address = await daemon.start();
+  let address: AddressInfo;
+  try {
+    address = await daemon.start();
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw listenError(err, config);
+  }
   onListening?.(address);
   const signal = await stopping;
   logger.info({ signal }, 'stopping');
@@ -82,4 +88,14 @@ export async function serve(config: StartConfig, io: CliIo, onListening?: (addre
   await daemon.stop();
   await pool.end();
   clearTimeout(deadline);
+}
+
+/** A failure to take the address (in use, not permitted, not here) as one line an operator can act on. */
+function listenError(err: unknown, config: StartConfig): unknown {
+  const code = (err as { code?: unknown }).code;
+  const where = `${config.host}:${config.port}`;
+  if (code === 'EADDRINUSE') return new RealtimedError('RT_ERR_LISTEN', `${where} is in use: stop what listens there or pass another --port`);
+  if (code === 'EACCES') return new RealtimedError('RT_ERR_LISTEN', `not permitted to listen on ${where}: use a port from 1024, or another --host`);
+  if (code === 'EADDRNOTAVAIL') return new RealtimedError('RT_ERR_LISTEN', `${config.host} is not an address of this machine: pass another --host`);
+  return err;
 }

@@ -14,6 +14,9 @@ export interface Authenticator {
 export interface AuthOptions {
   jwtSecret: string | undefined;
   jwksUrl: string | undefined;
+  /** Tokens must name this audience (aud) and come from this issuer (iss), when set. */
+  jwtAudience: string | undefined;
+  jwtIssuer: string | undefined;
   roles: string[];
   allowAnon: boolean;
   now: () => number;
@@ -43,6 +46,8 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
         ({ payload } = await jwtVerify(token, key as Uint8Array, {
           algorithms,
           currentDate: new Date(options.now()),
+          ...(options.jwtAudience === undefined ? {} : { audience: options.jwtAudience }),
+          ...(options.jwtIssuer === undefined ? {} : { issuer: options.jwtIssuer }),
         }));
       } catch (err) {
         if (err instanceof errors.JWTExpired) throw new WireError('TOKEN_EXPIRED', 'the token has expired');

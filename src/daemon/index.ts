@@ -19,6 +19,7 @@ import { createServer, type Server } from '../http/server.js';
 import { createAuthenticator } from './auth.js';
 import { errorText } from './boundary.js';
 import { createEphemeral } from './ephemeral.js';
+import { createKeys } from './keys.js';
 import { Hub } from './hub.js';
 import { UserConnections } from './limits.js';
 import { createListener, type Listener } from './listener.js';
@@ -74,7 +75,8 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       timeoutMs: config.presenceTimeoutMs,
     },
   );
-  const ephemeral = createEphemeral({ db, hub, metrics, logger, now });
+  const keys = createKeys({ db, logger });
+  const ephemeral = createEphemeral({ db, hub, metrics, now, keys, instance: presence.instance });
   const relay = createRelay({ db, hub, metrics, logger, stats }, { recoveryIntervalMs: config.recoveryIntervalMs });
   const webhooks = config.webhooks
     ? createWebhooks(
@@ -86,6 +88,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
           maxInFlight: config.webhookMaxInFlight,
           sweepMs: config.webhookSweepMs,
           userAgent: 'realtimed',
+          allowLocal: config.webhookAllowLocal,
         },
       )
     : null;
@@ -107,14 +110,25 @@ export function createDaemon(deps: DaemonDeps): Daemon {
         rematch.schedule();
         webhooks?.wake();
         presence.resync();
-        if (!ephemeral.ready) {
-          ephemeral.load().catch((err: unknown) => logger.warn({ err: errorText(err) }, 'could not read realtime.notify_key'));
-        }
+        if (keys.current === null) void keys.load();
       },
     },
   );
+  const stop = async (): Promise<void> => {
+    rematch.stop();
+    retention.stop();
+    counts.stop();
+    await srv.close();
+    await presence.stop();
+    await listener.stop();
+    await relay.stop();
+    await webhooks?.stop();
+    await stats.stop();
+    ephemeral.stop();
+    logger.info('realtimed stopped');
+  };
   const srv = createServer({
-    config, db, auth, hub, metrics, logger, now, listener, presence, ephemeral,
+    config, db, auth, hub, metrics, logger, now, listener, presence, ephemeral, keys,
     users: new UserConnections(config.maxConnectionsPerUser),
   });
   server = srv;
@@ -128,29 +142,24 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     webhooks,
     presence,
     async start() {
-      await ephemeral.load();
-      await presence.start();
-      await relay.start();
-      await listener.start();
-      stats.start();
-      counts.start();
-      webhooks?.start();
-      retention.start();
-      const address = await srv.listen();
-      logger.info({ host: address.address, port: address.port, path: config.path }, 'realtimed listening');
-      return address;
+      try {
+        await keys.load();
+        await presence.start();
+        await relay.start();
+        await listener.start();
+        stats.start();
+        counts.start();
+        webhooks?.start();
+        retention.start();
+        const address = await srv.listen();
+        logger.info({ host: address.address, port: address.port, path: config.path }, 'realtimed listening');
+        return address;
+      } catch (err) {
+        // Half started is not started: stop what did, so the process can exit.
+        await stop().catch((again: unknown) => logger.error({ err: errorText(again) }, 'could not stop after a failed start'));
+        throw err;
+      }
     },
-    async stop() {
-      rematch.stop();
-      retention.stop();
-      counts.stop();
-      await srv.close();
-      await presence.stop();
-      await listener.stop();
-      await relay.stop();
-      await webhooks?.stop();
-      await stats.stop();
-      logger.info('realtimed stopped');
-    },
+    stop,
   };
 }

@@ -3,7 +3,10 @@
  * hint): match every channel name this instance serves again. A name that
  * now matches no enabled channel is closed for its subscribers; one that
  * matches another row is authorized again; every one takes its row's current
- * limits. Hints are coalesced: one pass per 50 ms at most.
+ * limits. Hints are coalesced, never postponed: the first hint starts a pass
+ * 50 ms later, hints meanwhile join it, and a hint during a pass asks for
+ * one more after it. A flood of hints (any role can NOTIFY) costs at most one
+ * pass per 50 ms and cannot keep the pass from running.
  */
 import type { Logger } from 'pino';
 
@@ -11,6 +14,9 @@ import type { Db } from '../db/index.js';
 import { errorText } from './boundary.js';
 import type { Hub } from './hub.js';
 import type { Subscription } from './socket/subscription.js';
+
+/** How long after the first hint a pass starts (hints meanwhile join it). */
+const PASS_DELAY_MS = 50;
 
 export interface Rematch {
   /** A hint arrived (or LISTEN came back): re-match soon. */
@@ -25,6 +31,9 @@ export function createRematch(deps: {
 }): Rematch {
   const { db, hub, logger } = deps;
   let timer: NodeJS.Timeout | undefined;
+  let running = false;
+  let again = false;
+  let stopped = false;
 
   const rematch = async (): Promise<void> => {
     const names = hub.channelNames();
@@ -42,14 +51,33 @@ export function createRematch(deps: {
     }
   };
 
+  const run = (): void => {
+    timer = undefined;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    rematch()
+      .catch((err: unknown) => logger.error({ err: errorText(err) }, 'could not re-match channels'))
+      .finally(() => {
+        running = false;
+        if (again && !stopped) {
+          again = false;
+          schedule();
+        }
+      });
+  };
+
+  const schedule = (): void => {
+    if (timer || stopped) return;
+    timer = setTimeout(run, PASS_DELAY_MS);
+  };
+
   return {
-    schedule() {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        rematch().catch((err: unknown) => logger.error({ err: errorText(err) }, 'could not re-match channels'));
-      }, 50);
-    },
+    schedule,
     stop() {
+      stopped = true;
       clearTimeout(timer);
     },
   };

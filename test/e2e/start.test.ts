@@ -77,3 +77,22 @@ t.test('SIGTERM: sockets closed with 1001, exit 0 well within 10 s', async (t) =
   t.notMatch(logs, SECRET, 'the secret is never logged');
   t.notMatch(logs, token, 'nor the token');
 });
+
+t.test('a port in use: one line, exit 2, nothing left running (finding 7c)', async (t) => {
+  const db = await createDatabase(t);
+  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
+  const { createServer } = await import('node:net');
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const port = (taken.address() as { port: number }).port;
+  const started = Date.now();
+  const r = await runBin(['start', '--port', String(port)], { DATABASE_URL: urlFor(db.name, undefined, role), REALTIMED_JWT_SECRET: SECRET });
+  t.equal(r.code, 2, 'exit 2');
+  t.match(r.stderr, new RegExp(`^realtimed: 127\\.0\\.0\\.1:${port} is in use[^\\n]*\\[RT_ERR_LISTEN\\]\\n$`), 'one line that says so');
+  t.ok(Date.now() - started < 15_000, `the process ended by itself, in ${Date.now() - started} ms (no SIGTERM needed)`);
+  const left = await db.pool.query(`select count(*)::int as n from pg_stat_activity where application_name like 'realtimed%' and datname = current_database()`);
+  t.equal(left.rows[0]?.n, 0, 'no database connection left behind');
+  const instances = await db.pool.query(`select count(*)::int as n from realtime.instances`);
+  t.equal(instances.rows[0]?.n, 0, 'and its instance row was removed');
+});

@@ -93,7 +93,8 @@ t.test('--workers 2: every worker dead while a restart waits, the primary starts
     'two new workers serving',
     async () => {
       const now = childrenOf(child.pid as number).filter((pid) => !first.includes(pid));
-      const healthy = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status === 200, () => false);
+      // Bounded: a connection made while no worker is up may be held until one is.
+      const healthy = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) }).then((r) => r.status === 200, () => false);
       return now.length === 2 && healthy && listening().length >= 4 ? now : undefined;
     },
     30_000,

@@ -12,9 +12,9 @@ import WebSocket from 'ws';
 import { createDatabase, createLoginRole, urlFor, type TestDatabase } from '../helpers/db.js';
 import { loadExamples } from '../helpers/daemon.js';
 import { ALICE, sign, unsignedToken, userToken } from '../helpers/jwt.js';
-import { TestClient, type Frame } from '../helpers/ws.js';
+import { deafSocket, TestClient, type Frame } from '../helpers/ws.js';
 import { record } from './helpers.js';
-import { spawnDaemon, type Daemon } from '../helpers/spawn.js';
+import { metric, spawnDaemon, type Daemon } from '../helpers/spawn.js';
 import { settle, until } from '../helpers/wait.js';
 
 async function setup(t: Tap): Promise<{ db: TestDatabase; daemon: Daemon; healthy: TestClient }> {
@@ -223,4 +223,26 @@ t.test('a fuzzer: 50,000 random and mutated frames, no crash, memory bounded', a
     t.ok(rssAfter < 512 * 2 ** 20, 'and it stays under 512 MiB') &&
     t.ok(serves, 'the healthy client was served throughout');
   record('a fuzzer: 50,000 random and mutated frames (truncated, mutated, wrong types, huge strings, 20,000-deep nesting, binary, unicode names)', `${sent} frames in ${seconds.toFixed(1)} s over 10 sockets (${closes} closed by the server, e.g. 1009 too large); RSS ${mib(rssBefore)} -> ${mib(rssHalf)} MiB after the first half -> ${mib(rssAfter)} MiB after the second (a plateau, not a leak); no crash`, ok);
+});
+
+t.test('a socket that never reads and sends 8 MiB of "{}" frames: closed with 4008, memory bounded (finding 2)', async (t) => {
+  const { db, daemon, healthy } = await setup(t);
+  await settle(500);
+  const rssBefore = daemon.rss();
+  const deaf = await deafSocket(t, daemon.wsUrl);
+  const started = Date.now();
+  let sent = 0;
+  for (; sent < 1_048_576 && !deaf.socket.destroyed; sent++) {
+    deaf.send('{}'); // 8 bytes a frame on the wire; each is answered with an error frame
+    if (sent % 10_000 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await until('the daemon closed it', async () => (await metric(daemon.httpUrl, 'realtimed_slow_consumer_closes_total')) >= 1, 60_000);
+  const seconds = (Date.now() - started) / 1000;
+  await settle(1000);
+  const grew = (daemon.rss() - rssBefore) / 2 ** 20;
+  const serves = await stillServes(db, healthy);
+  const ok =
+    t.ok(grew < 64, `RSS grew ${grew.toFixed(1)} MiB (bound: 64 MiB; before the fix, +340 MiB)`) &&
+    t.ok(serves, 'the healthy client was served throughout');
+  record('a socket that never reads sends 8 MiB of "{}" frames (finding 2 of the attack review)', `closed with 4008 after ${seconds.toFixed(1)} s (${sent} frames written); RSS grew ${grew.toFixed(1)} MiB (before the fix: +340 MiB and a 40 s stall)`, ok);
 });
