@@ -1,39 +1,40 @@
 -- realtime.messages: structure, constraints, indexes, triggers, grants, the
 -- RLS default, and what the database decides for every client insert.
 begin;
-select plan(69);
+select plan(70);
 
 select has_table('realtime', 'messages', 'realtime.messages exists');
 select columns_are('realtime', 'messages', array[
   'id', 'seq', 'channel_id', 'channel_name', 'event_name', 'payload', 'sender_type', 'sender_id',
   'dedupe_key', 'ws_audience_count', 'wh_audience_count', 'wh_delivered_count', 'xact_id', 'created_at']);
-select col_is_pk('realtime', 'messages', 'id', 'messages.id is the primary key');
+select col_is_pk('realtime', 'messages', array['channel_name', 'seq'], 'the primary key is (channel_name, seq): replay and every lookup');
 select col_type_is('realtime', 'messages', 'id', 'uuid', 'messages.id is uuid');
 select col_type_is('realtime', 'messages', 'seq', 'bigint', 'messages.seq is bigint');
-select is((select attidentity from pg_attribute where attrelid = 'realtime.messages'::regclass and attname = 'seq'),
-  'a'::"char", 'messages.seq is GENERATED ALWAYS AS IDENTITY');
-select col_is_unique('realtime', 'messages', 'seq', 'messages.seq is unique');
+select col_default_is('realtime', 'messages', 'seq', $$nextval('realtime.messages_seq_seq'::regclass)$$,
+  'messages.seq comes from realtime.messages_seq_seq');
+select is(pg_get_partkeydef('realtime.messages'::regclass), 'RANGE (seq)', 'messages are partitioned by seq ranges');
 select col_type_is('realtime', 'messages', 'channel_id', 'uuid', 'messages.channel_id is uuid');
-select fk_ok('realtime', 'messages', 'channel_id', 'realtime', 'channels', 'id', 'messages.channel_id references channels');
-select is((select confdeltype from pg_constraint where conrelid = 'realtime.messages'::regclass and contype = 'f'),
-  'n'::"char", 'deleting a channel sets channel_id NULL and keeps its messages');
+select hasnt_fk('realtime', 'messages', 'no foreign key: a publish locks no channel row (no MultiXact per message)');
+select is((select count(*)::int from pg_constraint where confrelid = 'realtime.messages'::regclass), 0,
+  'and nothing references a message (a partition can be dropped whole)');
 select col_not_null('realtime', 'messages', 'channel_name', 'messages.channel_name is NOT NULL');
 select col_not_null('realtime', 'messages', 'event_name', 'messages.event_name is NOT NULL');
 select col_type_is('realtime', 'messages', 'payload', 'jsonb', 'messages.payload is jsonb');
 select col_not_null('realtime', 'messages', 'payload', 'messages.payload is NOT NULL');
 select col_type_is('realtime', 'messages', 'sender_id', 'uuid', 'messages.sender_id is uuid');
 select col_type_is('realtime', 'messages', 'ws_audience_count', 'integer', 'ws_audience_count is integer');
-select col_default_is('realtime', 'messages', 'ws_audience_count', 0, 'ws_audience_count defaults to 0');
+select col_hasnt_default('realtime', 'messages', 'ws_audience_count', 'ws_audience_count is NULL for new messages (see realtime.message_stats)');
 select col_default_is('realtime', 'messages', 'wh_audience_count', 0, 'wh_audience_count defaults to 0');
-select col_default_is('realtime', 'messages', 'wh_delivered_count', 0, 'wh_delivered_count defaults to 0');
+select col_hasnt_default('realtime', 'messages', 'wh_delivered_count', 'wh_delivered_count is NULL for new messages (see realtime.message_stats)');
 select col_type_is('realtime', 'messages', 'xact_id', 'xid8', 'messages.xact_id is xid8');
 select col_type_is('realtime', 'messages', 'created_at', 'timestamp with time zone', 'messages.created_at is timestamptz');
 
-select indexes_are('realtime', 'messages', array[
-  'messages_pkey', 'messages_seq_key', 'messages_channel_name_seq_idx', 'messages_channel_id_idx',
-  'messages_created_at_idx', 'messages_dedupe_key_idx', 'messages_xact_id_idx']);
-select has_index('realtime', 'messages', 'messages_xact_id_idx', 'messages are indexed by transaction (realtime.committed_between)');
-select index_is_unique('realtime', 'messages', 'messages_dedupe_key_idx', 'the dedupe key is unique per channel and sender');
+select indexes_are('realtime', 'messages', array['messages_pkey', 'messages_seq_brin', 'messages_xact_id_brin'],
+  'one btree (the primary key) and two BRIN indexes of a few pages');
+select is((select amname from pg_class c join pg_am a on a.oid = c.relam where c.oid = 'realtime.messages_xact_id_brin'::regclass), 'brin',
+  'messages are found by transaction (realtime.committed_between) through a BRIN index');
+select is((select count(*)::int from pg_index where indrelid = 'realtime.messages'::regclass and indisunique), 1,
+  'the primary key is the only unique index (dedupe keys are in realtime.message_dedupe)');
 select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
   'messages_enqueue_webhooks', 'messages_before_update']);
 select trigger_is('realtime', 'messages', 'messages_before_insert', 'realtime', 'messages_before_insert',
@@ -48,7 +49,9 @@ select column_privs_are('realtime', 'messages', 'payload', 'authenticated', arra
 select column_privs_are('realtime', 'messages', 'sender_type', 'authenticated', array[]::text[]);
 select column_privs_are('realtime', 'messages', 'sender_id', 'authenticated', array[]::text[]);
 select table_privs_are('realtime', 'messages', 'service_role', array['SELECT']);
-select sequence_privs_are('realtime', 'messages_seq_seq', 'service_role', array['SELECT'], 'the daemon reads currval of seq (realtime.send)');
+select sequence_privs_are('realtime', 'messages_seq_seq', 'service_role', array['SELECT', 'USAGE'], 'the daemon reads currval of seq (realtime.send)');
+select ok(has_sequence_privilege('anon', 'realtime.messages_seq_seq', 'USAGE') and not has_sequence_privilege('anon', 'realtime.messages_seq_seq', 'UPDATE'),
+  'any role may take a seq (the column default runs as the writer), none may set one');
 select policies_are('realtime', 'messages', array['messages_service_role_select', 'messages_system_insert']);
 select policy_cmd_is('realtime', 'messages', 'messages_system_insert', 'insert', 'a role that may publish writes system messages');
 select is((select polroles from pg_policy where polname = 'messages_system_insert'), '{0}'::oid[], 'to PUBLIC: whoever may publish');
@@ -77,8 +80,10 @@ select throws_ok($$insert into realtime.messages (channel_name, event_name, payl
 reset role;
 drop policy rt_test_anyone on realtime.messages;
 select col_has_check('realtime', 'messages', 'sender_type', 'sender_type is system or user (a CHECK)');
+set local role authenticated;
 select throws_ok($$insert into realtime.messages (seq, channel_name, event_name) values (1, 'chat:1', 'e')$$,
-  '428C9', null, 'seq cannot be chosen (GENERATED ALWAYS)');
+  '42501', null, 'a client cannot choose seq');
+reset role;
 
 -- A row written by a role that may publish is a system message, and a bad one
 -- is dropped and recorded, never raised into the writer's transaction.
@@ -155,7 +160,7 @@ select ok((select max(seq) > min(seq) from realtime.messages), 'seq increases');
 -- Deleting a channel keeps its messages.
 delete from realtime.channels where pattern = 'chat:%';
 select results_eq('select count(*)::int, count(channel_id)::int from realtime.messages',
-  'values (3, 0)', 'messages survive their channel, with channel_id NULL');
+  'values (3, 3)', 'messages survive their channel as they were, channel_id and all (never rewritten)');
 
 -- A channel's own payload cap (channels.max_message_bytes), for client inserts.
 insert into realtime.channels (pattern, max_message_bytes) values ('small:%', 20);

@@ -7,9 +7,15 @@ select plan(30);
 select has_schema('realtime');
 select is(obj_description('realtime'::regnamespace, 'pg_namespace') is not null, true, 'schema realtime has a comment');
 
-select tables_are('realtime', array['schema_versions', 'config', 'channels', 'messages', 'dropped_messages',
-  'webhook_deliveries', 'webhook_attempts', 'instances', 'presence', 'notify_key', 'change_streams', 'channel_subscribers']);
-select views_are('realtime', array['channel_stats', 'webhook_failures']);
+-- Tables, but not the partitions of realtime.messages (see partitions.sql).
+select is(array(select c.relname::text from pg_class c
+                where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'p') and not c.relispartition
+                order by 1),
+  array['change_streams', 'channel_subscribers', 'channels', 'config', 'dropped_messages', 'instances',
+        'message_audience', 'message_dedupe', 'message_partitions', 'messages', 'notify_key', 'presence',
+        'schema_versions', 'webhook_attempts', 'webhook_deliveries'],
+  'Schema realtime should have the correct tables');
+select views_are('realtime', array['channel_stats', 'webhook_failures', 'message_stats']);
 select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
   'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
@@ -22,7 +28,8 @@ select functions_are('realtime', array[
   'authorize_subscription', 'instance_heartbeat', 'instance_stop', 'presence_track', 'presence_untrack',
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
-  'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id']);
+  'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
+  'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -69,7 +76,8 @@ select is_empty($$
     and p.proname not in ('version', 'max_payload_bytes', 'match_channel', 'claim_webhook_deliveries',
                           'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info',
                           'changes_trigger', 'enable_changes', 'disable_changes',
-                          'record_drop', 'channel_for_insert', 'system_message_id', 'messages_enqueue_webhooks')
+                          'record_drop', 'channel_for_insert', 'system_message_id', 'messages_enqueue_webhooks',
+                          'maintain_partitions', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience')
 $$, 'only the documented functions are SECURITY DEFINER');
 select isnt_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish runs as its caller: the role it sees decides');
 select is_definer('realtime', 'match_channel', array['text']);
@@ -83,10 +91,13 @@ select is_empty($$
                       'realtime.record_drop(text,text,text,integer)'::regprocedure, 'realtime.channel_for_insert(text)'::regprocedure,
                       'realtime.system_message_id(text,text)'::regprocedure, 'realtime.match_channel(text)'::regprocedure,
                       'realtime.max_payload_bytes()'::regprocedure, 'realtime.uid()'::regprocedure, 'realtime.claims()'::regprocedure,
-                      'realtime.is_valid_channel_name(text)'::regprocedure, 'realtime.is_valid_event_name(text)'::regprocedure)
+                      'realtime.is_valid_channel_name(text)'::regprocedure, 'realtime.is_valid_event_name(text)'::regprocedure,
+                      'realtime.claim_dedupe_key(text,text,text,uuid,bigint)'::regprocedure,
+                      'realtime.dedupe_first(text,text,text)'::regprocedure)
   union all
   select c.oid::regclass::text from pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
   where c.relnamespace = 'realtime'::regnamespace and a.grantee = 0
+    and not (c.oid = 'realtime.messages_seq_seq'::regclass and a.privilege_type = 'USAGE')
 $$, 'PUBLIC holds no other privilege on any function, table or sequence');
 select is_empty($$
   select a.attname from pg_attribute a, aclexplode(a.attacl) x
@@ -99,12 +110,13 @@ $$, 'on realtime.messages PUBLIC may only INSERT id, channel_name, event_name, p
 
 select is_empty($$
   select 'relation ' || c.relname from pg_class c
-  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'v', 'm', 'i')
+  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'i', 'I')
+    and not c.relispartition
     and obj_description(c.oid, 'pg_class') is null
     and not exists (select from pg_constraint k where k.conindid = c.oid)
   union all
   select 'column ' || c.relname || '.' || a.attname from pg_attribute a join pg_class c on c.oid = a.attrelid
-  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'v') and a.attnum > 0
+  where c.relnamespace = 'realtime'::regnamespace and c.relkind in ('r', 'p', 'v') and not c.relispartition and a.attnum > 0
     and not a.attisdropped and col_description(c.oid, a.attnum) is null
   union all
   select 'function ' || p.oid::regprocedure::text from pg_proc p
@@ -114,7 +126,7 @@ select is_empty($$
   where c.relnamespace = 'realtime'::regnamespace and obj_description(pol.oid, 'pg_policy') is null
   union all
   select 'trigger ' || tg.tgname from pg_trigger tg join pg_class c on c.oid = tg.tgrelid
-  where c.relnamespace = 'realtime'::regnamespace and not tg.tgisinternal
+  where c.relnamespace = 'realtime'::regnamespace and not tg.tgisinternal and tg.tgparentid = 0
     and obj_description(tg.oid, 'pg_trigger') is null
 $$, 'every table, column, index, function, policy and trigger has a comment');
 
@@ -123,9 +135,9 @@ select results_eq('select version, name from realtime.schema_versions order by v
                   $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
                     (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
                     (10, 'channel subscribers across instances'), (11, 'drop superseded functions'),
-                    (12, 'publish by privilege')$$,
+                    (12, 'publish by privilege'), (13, 'a publish path a busy primary can carry')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 12, 'realtime.version() is the highest migration');
+select is(realtime.version(), 13, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

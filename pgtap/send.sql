@@ -1,10 +1,10 @@
 -- realtime.send(role, claims, channel, event, payload, dedupe_key): a client
 -- publish, made by the daemon in one statement. Inserts as the client, so the
 -- INSERT policies on realtime.messages decide; returns id and seq, read back
--- as the daemon; a dedupe key already used by this sender returns the first,
--- and needs a sender whose sub is a UUID.
+-- as the daemon; a dedupe key already used by this sender (its sub claim, any
+-- format) returns the first; an anonymous sender has no dedupe keys.
 begin;
-select plan(13);
+select plan(15);
 
 select has_function('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send exists');
 select isnt_definer('realtime', 'send', array['text', 'jsonb', 'text', 'text', 'jsonb', 'text'], 'send runs as the daemon, then as the client');
@@ -49,21 +49,27 @@ insert into sent select * from realtime.send('authenticated', '{"sub": "a11ce000
 reset role;
 select is((select count(*)::int from realtime.messages), 2, 'two messages written (one deduplicated)');
 
--- A dedupe key needs a sender the database can tell apart: a UUID sub.
+-- A dedupe key belongs to a sender: its sub claim, whatever its format.
 create policy rt_test_anyone_chats on realtime.messages for insert to anon, authenticated with check (realtime.channel_name() like 'chat:%');
 set local role rt_test_daemon;
 select throws_ok($$select * from realtime.send('anon', '{}', 'chat:7', 'message', '{}', 'k1')$$, 'RT400', null,
   'an anonymous sender''s dedupe key: RT400 (every anonymous sender would share one namespace)');
-select throws_ok($$select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}', 'k1')$$, 'RT400', null,
-  'a non-UUID sub''s dedupe key: RT400');
+create temporary table alice (id uuid, seq bigint, duplicate boolean);
+insert into alice select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}', 'k1');
+insert into alice select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}', 'k1');
+insert into alice select * from realtime.send('authenticated', '{"sub": "auth0|bob"}', 'chat:7', 'message', '{}', 'k1');
 reset role;
-select realtime.impersonate('authenticated', '{"sub": "auth0|alice"}');
+select results_eq($$select duplicate from alice$$, $$values (false), (true), (false)$$,
+  'a non-UUID sub has its own keys: its repeat is a duplicate, another sender''s same key is not');
+select is((select count(distinct id)::int from alice), 2, 'two messages, never one sender''s answered with another''s');
+select realtime.impersonate('authenticated', '{"sub": "auth0|carol"}');
 select set_config('realtime.channel_name', 'chat:7', true);
-select throws_ok($$insert into realtime.messages (channel_name, event_name, payload, dedupe_key) values ('chat:7', 'm', '{}', 'k1')$$,
-  'RT400', null, 'and so is a direct INSERT''s (the insert trigger decides)');
+select lives_ok($$insert into realtime.messages (channel_name, event_name, payload, dedupe_key) values ('chat:7', 'm', '{}', 'k1')$$,
+  'a direct INSERT with a dedupe key, as a non-UUID sub');
+select lives_ok($$insert into realtime.messages (channel_name, event_name, payload, dedupe_key) values ('chat:7', 'm', '{}', 'k1')$$,
+  'and its repeat: skipped, not an error');
 reset role;
-select lives_ok($$select * from realtime.send('authenticated', '{"sub": "auth0|alice"}', 'chat:7', 'message', '{}')$$,
-  'without a dedupe key such a sender publishes');
-
+select is((select count(*)::int from realtime.messages where channel_name = 'chat:7' and dedupe_key = 'k1'), 4,
+  'the first sender, alice, bob and carol: one message each');
 select * from finish();
 rollback;

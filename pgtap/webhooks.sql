@@ -1,16 +1,16 @@
 -- The webhook outbox, claims, attempt records, statistics, immutability,
 -- the views and retention (000003).
 begin;
-select plan(54);
+select plan(55);
 set local client_min_messages = error;
 
 -- Structure and grants.
 select columns_are('realtime', 'webhook_deliveries', array['id', 'message_id', 'url', 'state', 'attempts',
-  'next_attempt_at', 'locked_until', 'last_status', 'last_error', 'delivered_at', 'created_at']);
-select fk_ok('realtime', 'webhook_deliveries', 'message_id', 'realtime', 'messages', 'id', 'deliveries belong to a message');
+  'next_attempt_at', 'locked_until', 'last_status', 'last_error', 'delivered_at', 'created_at', 'channel_name', 'message_seq']);
+select hasnt_fk('realtime', 'webhook_deliveries', 'a delivery finds its message by channel and seq, no foreign key (partitions drop whole)');
 select col_is_unique('realtime', 'webhook_deliveries', array['message_id', 'url'], 'one delivery per (message, url)');
 select indexes_are('realtime', 'webhook_deliveries', array['webhook_deliveries_pkey', 'webhook_deliveries_message_id_url_key',
-  'webhook_deliveries_due_idx', 'webhook_deliveries_leased_idx']);
+  'webhook_deliveries_due_idx', 'webhook_deliveries_leased_idx', 'webhook_deliveries_message_seq_idx']);
 select columns_are('realtime', 'webhook_attempts', array['id', 'delivery_id', 'attempt', 'status', 'error', 'duration_ms', 'attempted_at']);
 select fk_ok('realtime', 'webhook_attempts', 'delivery_id', 'realtime', 'webhook_deliveries', 'id', 'attempts belong to a delivery');
 select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
@@ -72,7 +72,7 @@ select results_eq($$select url, state, attempts, last_status from realtime.webho
   '500: pending again; 200: delivered');
 select ok((select next_attempt_at - now() between interval '750 ms' and interval '1250 ms'
            from realtime.webhook_deliveries where url like '%/a'), 'the first retry waits 1 s, +/-25%');
-select is((select wh_delivered_count from realtime.messages where channel_name = 'hook:1'), 1, 'wh_delivered_count += 1');
+select is((select wh_delivered_count from realtime.message_stats where channel_name = 'hook:1'), 1, 'message_stats: wh_delivered_count 1');
 select is(realtime.record_webhook_attempts((select jsonb_agg(x) from (
   select d.id, 200 as status from realtime.webhook_deliveries d where d.url like '%/b') x)), 0,
   'an attempt for a row no longer claimed is ignored (no double count)');
@@ -111,14 +111,18 @@ select realtime.publish('hook:5', 'e', '{}'), realtime.publish('hook:6', 'e', '{
 select results_eq($$select url, count(*)::int from realtime.claim_webhook_deliveries(100, 2) group by url order by url$$,
   $$values ('http://127.0.0.1:9/a'::text, 2), ('http://127.0.0.1:9/b', 2)$$, 'at most per_url rows per URL in one claim');
 
--- Statistics: added, never overwritten; messages are immutable otherwise.
-select is(realtime.add_ws_audience(array[(select id from realtime.messages where channel_name = 'hook:1'),
-                                          (select id from realtime.messages where channel_name = 'plain')], array[3, 4]),
-  2, 'add_ws_audience updates both messages');
-select realtime.add_ws_audience(array(select id from realtime.messages where channel_name = 'hook:1'), array[2]);
-select is((select ws_audience_count from realtime.messages where channel_name = 'hook:1'), 5, 'counts add up (3 + 2)');
+-- Statistics: reported beside the message, which is never rewritten.
+select is(realtime.record_ws_audience(array['hook:1', 'plain'],
+                                      array[(select seq from realtime.messages where channel_name = 'hook:1'),
+                                            (select seq from realtime.messages where channel_name = 'plain')], array[3, 4]),
+  2, 'record_ws_audience counts both messages, in one row');
+select realtime.record_ws_audience(array['hook:1'], array(select seq from realtime.messages where channel_name = 'hook:1'), array[2]);
+select is((select ws_audience_count from realtime.message_stats where channel_name = 'hook:1'), 5, 'reports add up (3 + 2)');
+select is((select count(*)::int from realtime.message_audience), 2, 'one row per report');
+select is(realtime.add_ws_audience(array(select id from realtime.messages where channel_name = 'hook:1'), array[9]), 0,
+  'the call of older daemons counts nothing');
 select throws_ok($$update realtime.messages set payload = '{"changed": true}' where channel_name = 'plain'$$, 'RT405', null, 'the payload cannot change');
-select throws_ok($$update realtime.messages set ws_audience_count = 0 where channel_name = 'hook:1'$$, 'RT405', null, 'counts never go down');
+select throws_ok($$update realtime.messages set ws_audience_count = 0 where channel_name = 'hook:1'$$, 'RT405', null, 'nor any count');
 select throws_ok($$update realtime.messages set channel_id = (select id from realtime.channels where pattern = 'plain') where channel_name = 'hook:1'$$,
   'RT405', null, 'a message keeps its channel');
 
@@ -128,18 +132,19 @@ select results_eq($$select pattern, messages_total::int, messages_last_hour::int
   'channel_stats: messages and the webhook success rate (1 delivered of 4 finished)');
 select is((select count(*)::int from realtime.webhook_failures where state = 'failed'), 3, 'webhook_failures lists the failed ones');
 
--- Retention: old messages and finished deliveries go; undelivered webhooks stay.
+-- Retention: a partition stays while a webhook of it is due; finished deliveries go by age.
 update realtime.webhook_deliveries set state = 'pending', locked_until = null where state = 'delivering';
-create temporary table ages as select id from realtime.messages;
-alter table realtime.messages disable trigger messages_before_update;
-update realtime.messages set created_at = now() - interval '2 days';
-alter table realtime.messages enable trigger messages_before_update;
-select is(realtime.prune(), 4::bigint, 'prune() deletes the old messages without pending webhooks (config retention: 24 hours)');
-select results_eq($$select channel_name from realtime.messages order by channel_name$$,
-  $$values ('hook:4'::text), ('hook:5'), ('hook:6'), ('hook:7')$$, 'messages with pending webhooks are kept');
+update realtime.message_partitions set opened_at = now() - interval '2 days' where opened_at is not null and closed_at is null;
+select realtime.maintain_partitions();
+update realtime.message_partitions set closed_at = now() - interval '2 days' where closed_at is not null;
+update realtime.webhook_deliveries set created_at = now() - interval '2 days';
+select realtime.prune();
+select is((select count(*)::int from realtime.messages), 8, 'a partition with pending webhooks is kept, whole');
 select is((select count(*)::int from realtime.webhook_deliveries where state in ('delivered', 'failed')), 0,
-  'their finished deliveries went with them');
-select is(realtime.prune(interval '1 year'), 0::bigint, 'nothing is older than a year');
+  'finished deliveries older than the retention went');
+update realtime.webhook_deliveries set state = 'failed';
+select realtime.prune();
+select is((select count(*)::int from realtime.messages), 0, 'once they finished, the partition is dropped');
 
 select * from finish();
 rollback;

@@ -29,8 +29,12 @@
 //   PostgreSQL's defaults (start 1, increment 1, cache 1, no cycle; the minimum
 //   and maximum of the column's type), and their grants under their table.
 //
+// - A partitioned table prints with its partition key; its partitions do not
+//   print (realtime.maintain_partitions() creates and drops them as time goes
+//   by, like rows), nor do their own indexes.
+//
 // Anything the script does not know how to print (a domain, an aggregate, a
-// partitioned table, ...) makes it fail, rather than leave it out.
+// table inheriting from another, ...) makes it fail, rather than leave it out.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -149,10 +153,11 @@ async function assertSupported(client) {
     with ns as (select oid from pg_catalog.pg_namespace where nspname = $1)
     select what from (
       select 'relation ' || c.relname || ' of relkind ' || c.relkind::text as what
-      from pg_catalog.pg_class c where c.relnamespace = (select oid from ns) and c.relkind not in ('r', 'v', 'S', 'i')
+      from pg_catalog.pg_class c where c.relnamespace = (select oid from ns) and c.relkind not in ('r', 'p', 'v', 'S', 'i', 'I')
       union all
-      select 'partition or child table ' || c.relname from pg_catalog.pg_class c
-      where c.relnamespace = (select oid from ns) and (c.relispartition or exists (select from pg_catalog.pg_inherits i where i.inhrelid = c.oid))
+      select 'child table ' || c.relname from pg_catalog.pg_class c
+      where c.relnamespace = (select oid from ns) and c.relkind = 'r' and not c.relispartition
+        and exists (select from pg_catalog.pg_inherits i where i.inhrelid = c.oid)
       union all
       select 'type ' || t.typname || ' (typtype ' || t.typtype::text || ')' from pg_catalog.pg_type t
       where t.typnamespace = (select oid from ns)
@@ -249,10 +254,12 @@ async function tableSections(client, allSequences) {
     select c.oid::bigint as oid, pg_catalog.quote_ident(c.relname) as name, c.relpersistence as persistence,
            c.relrowsecurity as rls, c.relforcerowsecurity as force_rls, c.relreplident as replident,
            c.reloptions as options,
+           case when c.relkind = 'p' then pg_catalog.pg_get_partkeydef(c.oid) end as partition_key,
            pg_catalog.obj_description(c.oid, 'pg_class') as comment,
            ${aclQuery('c.relacl', 'r', 'c.relowner')} as acl
     from pg_catalog.pg_class c
-    where c.relnamespace = (select oid from pg_catalog.pg_namespace where nspname = $1) and c.relkind = 'r'`, [SCHEMA]);
+    where c.relnamespace = (select oid from pg_catalog.pg_namespace where nspname = $1) and c.relkind in ('r', 'p')
+      and not c.relispartition`, [SCHEMA]);
   tables.sort(by((t) => t.name));
   const sections = [];
   for (const t of tables) {
@@ -322,7 +329,9 @@ async function tableSections(client, allSequences) {
     });
     for (const k of constraints) items.push(`  constraint ${k.name} ${k.definition}`);
     const persistence = t.persistence === 'u' ? 'unlogged ' : t.persistence === 't' ? 'temporary ' : '';
-    lines.push(`create ${persistence}table ${qualified} (\n${items.join(',\n')}\n)${t.options ? ` with (${t.options.join(', ')})` : ''};`);
+    const partitioned = t.partition_key ? ` partition by ${t.partition_key}` : '';
+    lines.push(`create ${persistence}table ${qualified} (\n${items.join(',\n')}\n)${partitioned}${t.options ? ` with (${t.options.join(', ')})` : ''};`);
+    if (partitioned) lines.push('-- Its partitions come and go with realtime.maintain_partitions() (listed in realtime.message_partitions).');
     if (t.rls) lines.push(`alter table ${qualified} enable row level security;`);
     if (t.force_rls) lines.push(`alter table ${qualified} force row level security;`);
     if (t.replident !== 'd') {

@@ -133,9 +133,11 @@ create table realtime.config (
   retention interval default '24:00:00'::interval not null,
   epoch text default (gen_random_uuid())::text not null,
   pruned_through_seq bigint default 0 not null,
+  partition_span interval default '1 day'::interval not null,
   constraint config_pkey PRIMARY KEY (id),
   constraint config_id_check CHECK (id),
   constraint config_max_payload_bytes_check CHECK (((max_payload_bytes >= 2) AND (max_payload_bytes <= 104857600))),
+  constraint config_partition_span_check CHECK (((partition_span >= '00:01:00'::interval) AND (partition_span <= '31 days'::interval))),
   constraint config_retention_check CHECK ((retention > '00:00:00'::interval)),
   constraint config_webhook_backoff_ms_check CHECK (((webhook_backoff_ms >= 1) AND (webhook_backoff_ms <= 3600000))),
   constraint config_webhook_max_attempts_check CHECK (((webhook_max_attempts >= 1) AND (webhook_max_attempts <= 100))),
@@ -151,6 +153,7 @@ comment on column realtime.config.webhook_max_backoff_ms is 'Longest delay betwe
 comment on column realtime.config.retention is 'How long realtime.prune() keeps messages by default (undelivered webhooks are kept until they finish).';
 comment on column realtime.config.epoch is 'Part of the stream epoch (realtime.stream_info): set a new value (update realtime.config set epoch = gen_random_uuid()) after resetting or restoring messages, so clients resync instead of replaying from a seq that now means something else.';
 comment on column realtime.config.pruned_through_seq is 'The highest seq realtime.prune() deleted: a replay from below it may have lost messages (REPLAY_UNAVAILABLE).';
+comment on column realtime.config.partition_span is 'How long one partition of realtime.messages takes new messages (realtime.maintain_partitions). A partition is dropped whole once retention has passed since it took its last message, so messages are kept between retention and retention + partition_span.';
 
 -- realtime.dropped_messages
 
@@ -199,11 +202,89 @@ create policy instances_service_role_all on realtime.instances for all to servic
 comment on policy instances_service_role_all on realtime.instances is 'The daemon (service_role) manages instances.';
 grant select, insert, update, delete on table realtime.instances to service_role;
 
+-- realtime.message_audience
+
+create table realtime.message_audience (
+  id bigint generated always as identity not null,
+  reported_at timestamp with time zone default now() not null,
+  seq_min bigint not null,
+  seq_max bigint not null,
+  channel_names text[] not null,
+  seqs bigint[] not null,
+  counts integer[] not null,
+  constraint message_audience_pkey PRIMARY KEY (id),
+  constraint message_audience_arrays_check CHECK (((cardinality(seqs) = cardinality(counts)) AND (cardinality(seqs) = cardinality(channel_names))))
+);
+alter table realtime.message_audience enable row level security;
+comment on table realtime.message_audience is 'Sockets each message was written to: one row per report of a daemon instance (realtime.record_ws_audience), so a message row is never rewritten. Summed per message by realtime.message_stats. Pruned with the messages.';
+comment on column realtime.message_audience.id is 'Row id.';
+comment on column realtime.message_audience.reported_at is 'When it was reported.';
+comment on column realtime.message_audience.seq_min is 'Lowest seq in the report.';
+comment on column realtime.message_audience.seq_max is 'Highest seq in the report.';
+comment on column realtime.message_audience.channel_names is 'The channel of each message.';
+comment on column realtime.message_audience.seqs is 'The seq of each message.';
+comment on column realtime.message_audience.counts is 'Sockets each was written to by the reporting instance.';
+CREATE INDEX message_audience_reported_at_idx ON realtime.message_audience USING btree (reported_at);
+comment on index realtime.message_audience_reported_at_idx is 'Retention by age.';
+CREATE INDEX message_audience_seqs_idx ON realtime.message_audience USING gist (int8range(seq_min, seq_max, '[]'::text));
+comment on index realtime.message_audience_seqs_idx is 'The reports that may hold a seq.';
+create policy message_audience_service_role_select on realtime.message_audience for select to service_role using (true);
+comment on policy message_audience_service_role_select on realtime.message_audience is 'service_role reads the audience reports.';
+grant select on table realtime.message_audience to service_role;
+
+-- realtime.message_dedupe
+
+create table realtime.message_dedupe (
+  channel_name text not null,
+  sender_key text not null,
+  dedupe_key text not null,
+  message_id uuid not null,
+  message_seq bigint not null,
+  created_at timestamp with time zone default now() not null,
+  constraint message_dedupe_pkey PRIMARY KEY (channel_name, sender_key, dedupe_key)
+);
+alter table realtime.message_dedupe enable row level security;
+comment on table realtime.message_dedupe is 'The dedupe keys used, one row per (channel, sender, key), with the message each first wrote. Pruned with the messages.';
+comment on column realtime.message_dedupe.channel_name is 'The channel.';
+comment on column realtime.message_dedupe.sender_key is 'system, or user: followed by the sub claim of the sender.';
+comment on column realtime.message_dedupe.dedupe_key is 'The key.';
+comment on column realtime.message_dedupe.message_id is 'The message the key first wrote.';
+comment on column realtime.message_dedupe.message_seq is 'Its seq.';
+comment on column realtime.message_dedupe.created_at is 'When the key was first used.';
+CREATE INDEX message_dedupe_created_at_idx ON realtime.message_dedupe USING btree (created_at);
+comment on index realtime.message_dedupe_created_at_idx is 'Retention by age.';
+create policy message_dedupe_service_role_select on realtime.message_dedupe for select to service_role using (true);
+comment on policy message_dedupe_service_role_select on realtime.message_dedupe is 'service_role reads the dedupe keys.';
+grant select on table realtime.message_dedupe to service_role;
+
+-- realtime.message_partitions
+
+create table realtime.message_partitions (
+  seq_from bigint not null,
+  seq_to bigint not null,
+  table_name text not null,
+  opened_at timestamp with time zone,
+  closed_at timestamp with time zone,
+  constraint message_partitions_pkey PRIMARY KEY (seq_from),
+  constraint message_partitions_table_name_key UNIQUE (table_name),
+  constraint message_partitions_range_check CHECK ((seq_to > seq_from))
+);
+alter table realtime.message_partitions enable row level security;
+comment on table realtime.message_partitions is 'The partitions of realtime.messages, by seq range, kept by realtime.maintain_partitions(). Read it to see what retention will drop next.';
+comment on column realtime.message_partitions.seq_from is 'First seq of the partition (the first partition, messages_p0, starts at the lowest bigint).';
+comment on column realtime.message_partitions.seq_to is 'First seq past it.';
+comment on column realtime.message_partitions.table_name is 'The partition, in schema realtime.';
+comment on column realtime.message_partitions.opened_at is 'When new messages started going to it (NULL: not yet, one of the partitions kept ahead).';
+comment on column realtime.message_partitions.closed_at is 'When new messages stopped going to it (NULL: still open).';
+create policy message_partitions_service_role_select on realtime.message_partitions for select to service_role using (true);
+comment on policy message_partitions_service_role_select on realtime.message_partitions is 'service_role reads the partition list.';
+grant select on table realtime.message_partitions to service_role;
+
 -- realtime.messages
 
 create table realtime.messages (
   id uuid default gen_random_uuid() not null,
-  seq bigint generated always as identity not null,
+  seq bigint default nextval('realtime.messages_seq_seq'::regclass) not null,
   channel_id uuid,
   channel_name text not null,
   event_name text not null,
@@ -211,49 +292,42 @@ create table realtime.messages (
   sender_type text default 'user'::text not null,
   sender_id uuid,
   dedupe_key text,
-  ws_audience_count integer default 0 not null,
+  ws_audience_count integer,
   wh_audience_count integer default 0 not null,
-  wh_delivered_count integer default 0 not null,
+  wh_delivered_count integer,
   xact_id xid8 default pg_current_xact_id() not null,
   created_at timestamp with time zone default now() not null,
-  constraint messages_pkey PRIMARY KEY (id),
-  constraint messages_seq_key UNIQUE (seq),
-  constraint messages_channel_id_fkey FOREIGN KEY (channel_id) REFERENCES realtime.channels(id) ON DELETE SET NULL,
+  constraint messages_pkey PRIMARY KEY (channel_name, seq),
   constraint messages_channel_name_check CHECK (realtime.is_valid_channel_name(channel_name)),
   constraint messages_dedupe_key_check CHECK (((octet_length(dedupe_key) >= 1) AND (octet_length(dedupe_key) <= 255))),
   constraint messages_event_name_check CHECK (realtime.is_valid_event_name(event_name)),
   constraint messages_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
   constraint messages_sender_type_check CHECK ((sender_type = ANY (ARRAY['system'::text, 'user'::text]))),
-  constraint messages_wh_audience_count_check CHECK ((wh_audience_count >= 0)),
-  constraint messages_wh_delivered_count_check CHECK ((wh_delivered_count >= 0)),
-  constraint messages_ws_audience_count_check CHECK ((ws_audience_count >= 0))
-);
+  constraint messages_wh_audience_count_check CHECK ((wh_audience_count >= 0))
+) partition by RANGE (seq);
+-- Its partitions come and go with realtime.maintain_partitions() (listed in realtime.message_partitions).
 alter table realtime.messages enable row level security;
-comment on table realtime.messages is 'Every message, from realtime.publish() (system) or a client INSERT (user). An INSERT policy decides who may publish; with no policy no client can. Each committed row is NOTIFYed on channel realtime_messages.';
+comment on table realtime.messages is 'Every message, from realtime.publish() (system) or a client INSERT (user), partitioned by seq (realtime.message_partitions). An INSERT policy decides who may publish; with no policy no client can. Each committed row is NOTIFYed on channel realtime_messages. Written once: delivery statistics are in realtime.message_stats.';
 comment on column realtime.messages.id is 'Message id (meta.messageId on the wire).';
-comment on column realtime.messages.seq is 'Allocated at INSERT from an identity: unique and increasing in insert order, not commit order (a lower seq can commit later).';
-comment on column realtime.messages.channel_id is 'The channel the name matched when the message was written; NULL after that channel is deleted.';
+comment on column realtime.messages.seq is 'Allocated at INSERT from realtime.messages_seq_seq: unique and increasing in insert order, not commit order (a lower seq can commit later). It jumps to the next multiple of 2^32 when a new partition opens.';
+comment on column realtime.messages.channel_id is 'The channel the name matched when the message was written. Kept when that channel is deleted (no foreign key: no lock on the channel row per publish).';
 comment on column realtime.messages.channel_name is 'The concrete channel name, e.g. ''order:42''.';
 comment on column realtime.messages.event_name is 'The event, e.g. ''status_changed''; 1 to 255 bytes.';
 comment on column realtime.messages.payload is 'A JSON object, at most realtime.config.max_payload_bytes as text.';
 comment on column realtime.messages.sender_type is 'system (realtime.publish) or user (a client INSERT). Set by the database, never by the client.';
 comment on column realtime.messages.sender_id is 'For user messages, realtime.uid() of the client; set by the database, never by the client.';
 comment on column realtime.messages.dedupe_key is 'Optional idempotency key: a second message with the same key, channel and sender is not written; the first one''s id is returned.';
-comment on column realtime.messages.ws_audience_count is 'Sockets the message was written to, summed over all daemon instances.';
-comment on column realtime.messages.wh_audience_count is 'Webhook URLs the message was due to be POSTed to.';
-comment on column realtime.messages.wh_delivered_count is 'Webhook deliveries that succeeded.';
+comment on column realtime.messages.ws_audience_count is 'NULL since version 13 (the row is never rewritten): see realtime.message_stats. Messages written before it keep their count here.';
+comment on column realtime.messages.wh_audience_count is 'Webhook URLs the message was due to be POSTed to (set when it is written).';
+comment on column realtime.messages.wh_delivered_count is 'NULL since version 13 (the row is never rewritten): see realtime.message_stats. Messages written before it keep their count here.';
 comment on column realtime.messages.xact_id is 'The writing transaction (pg_current_xact_id()), so readers can tell which rows may still commit below a seq.';
 comment on column realtime.messages.created_at is 'Start of the writing transaction (now()).';
-CREATE INDEX messages_channel_id_idx ON realtime.messages USING btree (channel_id);
-comment on index realtime.messages_channel_id_idx is 'ON DELETE SET NULL of a channel without a table scan.';
-CREATE INDEX messages_channel_name_seq_idx ON realtime.messages USING btree (channel_name, seq);
-comment on index realtime.messages_channel_name_seq_idx is 'Replay of one channel by seq.';
-CREATE INDEX messages_created_at_idx ON realtime.messages USING btree (created_at);
-comment on index realtime.messages_created_at_idx is 'Retention by age.';
-CREATE UNIQUE INDEX messages_dedupe_key_idx ON realtime.messages USING btree (channel_name, sender_type, COALESCE(sender_id, '00000000-0000-0000-0000-000000000000'::uuid), dedupe_key) WHERE (dedupe_key IS NOT NULL);
-comment on index realtime.messages_dedupe_key_idx is 'One message per (channel, sender, dedupe key).';
-CREATE INDEX messages_xact_id_idx ON realtime.messages USING btree (xact_id);
-comment on index realtime.messages_xact_id_idx is 'Finding messages committed between two snapshots (realtime.committed_between).';
+comment on constraint messages_pkey on realtime.messages is 'One index per partition: replay of a channel by seq, and every lookup of a message (by channel and seq).';
+create sequence realtime.messages_seq_seq as bigint;
+CREATE INDEX messages_seq_brin ON ONLY realtime.messages USING brin (seq);
+comment on index realtime.messages_seq_brin is 'Ranges of seq without a channel (history of a channel id, recovery): a few pages.';
+CREATE INDEX messages_xact_id_brin ON ONLY realtime.messages USING brin ((((xact_id)::text)::bigint));
+comment on index realtime.messages_xact_id_brin is 'Finding messages committed between two snapshots (realtime.committed_between): a few pages, since xact_id grows with the table.';
 create policy messages_service_role_select on realtime.messages for select to service_role using (true);
 comment on policy messages_service_role_select on realtime.messages is 'service_role (the daemon relaying committed messages) reads every message.';
 create policy messages_system_insert on realtime.messages for insert to public with check ((sender_type = 'system'::text));
@@ -269,6 +343,7 @@ comment on trigger messages_notify on realtime.messages is 'Wakes the daemon for
 grant select on table realtime.messages to service_role;
 grant insert (channel_name, event_name, payload, dedupe_key) on table realtime.messages to anon, authenticated;
 grant insert (id, channel_name, event_name, payload, dedupe_key) on table realtime.messages to public;
+grant usage on sequence realtime.messages_seq_seq to public;
 grant select on sequence realtime.messages_seq_seq to service_role;
 
 -- realtime.notify_key
@@ -378,9 +453,10 @@ create table realtime.webhook_deliveries (
   last_error text,
   delivered_at timestamp with time zone,
   created_at timestamp with time zone default now() not null,
+  channel_name text,
+  message_seq bigint,
   constraint webhook_deliveries_pkey PRIMARY KEY (id),
   constraint webhook_deliveries_message_id_url_key UNIQUE (message_id, url),
-  constraint webhook_deliveries_message_id_fkey FOREIGN KEY (message_id) REFERENCES realtime.messages(id) ON DELETE CASCADE,
   constraint webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
   constraint webhook_deliveries_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'delivering'::text, 'delivered'::text, 'failed'::text])))
 );
@@ -397,10 +473,14 @@ comment on column realtime.webhook_deliveries.last_status is 'HTTP status of the
 comment on column realtime.webhook_deliveries.last_error is 'What went wrong in the last attempt.';
 comment on column realtime.webhook_deliveries.delivered_at is 'When a 2xx came back.';
 comment on column realtime.webhook_deliveries.created_at is 'When the message was published.';
+comment on column realtime.webhook_deliveries.channel_name is 'The message''s channel (with message_seq, the message''s primary key). NULL for deliveries finished before version 13.';
+comment on column realtime.webhook_deliveries.message_seq is 'The message''s seq. NULL for deliveries finished before version 13.';
 CREATE INDEX webhook_deliveries_due_idx ON realtime.webhook_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
 comment on index realtime.webhook_deliveries_due_idx is 'Claiming due deliveries.';
 CREATE INDEX webhook_deliveries_leased_idx ON realtime.webhook_deliveries USING btree (locked_until) WHERE (state = 'delivering'::text);
 comment on index realtime.webhook_deliveries_leased_idx is 'Reclaiming deliveries of an instance that died.';
+CREATE INDEX webhook_deliveries_message_seq_idx ON realtime.webhook_deliveries USING btree (message_seq);
+comment on index realtime.webhook_deliveries_message_seq_idx is 'Deliveries of a message, or of a partition''s seq range (retention keeps a partition while one is due).';
 create policy webhook_deliveries_service_role_select on realtime.webhook_deliveries for select to service_role using (true);
 comment on policy webhook_deliveries_service_role_select on realtime.webhook_deliveries is 'service_role reads the outbox.';
 grant select on table realtime.webhook_deliveries to service_role;
@@ -417,24 +497,32 @@ create view realtime.channel_stats as
     COALESCE(s.messages_last_hour, 0::bigint) AS messages_last_hour,
     COALESCE(s.messages_last_day, 0::bigint) AS messages_last_day,
     COALESCE(s.messages_total, 0::bigint) AS messages_total,
-    s.avg_ws_audience,
+    round((COALESCE(s.legacy_audience, 0::bigint) + COALESCE(a.audience, 0::bigint))::numeric / NULLIF(s.messages_total, 0)::numeric, 2) AS avg_ws_audience,
     w.webhook_success_rate,
     COALESCE(w.webhooks_pending, 0::bigint) AS webhooks_pending,
     s.last_message_at
    FROM realtime.channels c
-     LEFT JOIN LATERAL ( SELECT count(*) FILTER (WHERE m.created_at > (now() - '01:00:00'::interval)) AS messages_last_hour,
+     LEFT JOIN ( SELECT m.channel_id,
+            count(*) FILTER (WHERE m.created_at > (now() - '01:00:00'::interval)) AS messages_last_hour,
             count(*) FILTER (WHERE m.created_at > (now() - '1 day'::interval)) AS messages_last_day,
             count(*) AS messages_total,
-            round(avg(m.ws_audience_count), 2) AS avg_ws_audience,
+            sum(m.ws_audience_count) AS legacy_audience,
             max(m.created_at) AS last_message_at
            FROM realtime.messages m
-          WHERE m.channel_id = c.id) s ON true
-     LEFT JOIN LATERAL ( SELECT round(count(*) FILTER (WHERE d.state = 'delivered'::text)::numeric / NULLIF(count(*) FILTER (WHERE d.state = ANY (ARRAY['delivered'::text, 'failed'::text])), 0)::numeric, 4) AS webhook_success_rate,
+          GROUP BY m.channel_id) s ON s.channel_id = c.id
+     LEFT JOIN ( SELECT m.channel_id,
+            sum(u.n) AS audience
+           FROM realtime.message_audience x
+             CROSS JOIN LATERAL UNNEST(x.channel_names, x.seqs, x.counts) u(c, s, n)
+             JOIN realtime.messages m ON m.channel_name = u.c AND m.seq = u.s
+          GROUP BY m.channel_id) a ON a.channel_id = c.id
+     LEFT JOIN ( SELECT m.channel_id,
+            round(count(*) FILTER (WHERE d.state = 'delivered'::text)::numeric / NULLIF(count(*) FILTER (WHERE d.state = ANY (ARRAY['delivered'::text, 'failed'::text])), 0)::numeric, 4) AS webhook_success_rate,
             count(*) FILTER (WHERE d.state = ANY (ARRAY['pending'::text, 'delivering'::text])) AS webhooks_pending
            FROM realtime.webhook_deliveries d
-             JOIN realtime.messages m ON m.id = d.message_id
-          WHERE m.channel_id = c.id) w ON true;
-comment on view realtime.channel_stats is 'Per channel: messages in the last hour and day, retained in total, average sockets reached, webhook success rate (delivered / finished) and backlog, last message time. Over retained messages only.';
+             JOIN realtime.messages m ON m.channel_name = d.channel_name AND m.seq = d.message_seq
+          GROUP BY m.channel_id) w ON w.channel_id = c.id;
+comment on view realtime.channel_stats is 'Per channel: messages in the last hour and day, retained in total, average sockets reached, webhook success rate (delivered / finished) and backlog, last message time. Over retained messages only; webhook figures over deliveries since version 13.';
 comment on column realtime.channel_stats.channel_id is 'The channel.';
 comment on column realtime.channel_stats.pattern is 'Its pattern.';
 comment on column realtime.channel_stats.enabled is 'Whether it is open.';
@@ -446,6 +534,40 @@ comment on column realtime.channel_stats.webhook_success_rate is 'Delivered / (d
 comment on column realtime.channel_stats.webhooks_pending is 'Webhook deliveries still due or under way.';
 comment on column realtime.channel_stats.last_message_at is 'When its last retained message was written.';
 grant select on table realtime.channel_stats to service_role;
+
+-- realtime.message_stats
+
+create view realtime.message_stats as
+ SELECT m.id,
+    m.seq,
+    m.channel_id,
+    m.channel_name,
+    m.event_name,
+    m.sender_type,
+    m.created_at,
+    (COALESCE(m.ws_audience_count, 0) + COALESCE(a.n, 0::bigint))::integer AS ws_audience_count,
+    m.wh_audience_count,
+    (COALESCE(m.wh_delivered_count, 0) + COALESCE(d.n, 0::bigint))::integer AS wh_delivered_count
+   FROM realtime.messages m
+     LEFT JOIN LATERAL ( SELECT sum(u.n) AS n
+           FROM realtime.message_audience x,
+            LATERAL UNNEST(x.channel_names, x.seqs, x.counts) u(c, s, n)
+          WHERE int8range(x.seq_min, x.seq_max, '[]'::text) @> m.seq AND u.s = m.seq AND u.c = m.channel_name) a ON true
+     LEFT JOIN LATERAL ( SELECT count(*) AS n
+           FROM realtime.webhook_deliveries w
+          WHERE w.message_seq = m.seq AND w.channel_name = m.channel_name AND w.state = 'delivered'::text) d ON true;
+comment on view realtime.message_stats is 'Delivery statistics per message, kept apart so a message is written once: sockets written to (over all daemon instances), webhook URLs due, webhook deliveries that succeeded.';
+comment on column realtime.message_stats.id is 'The message.';
+comment on column realtime.message_stats.seq is 'Its seq.';
+comment on column realtime.message_stats.channel_id is 'The channel it matched.';
+comment on column realtime.message_stats.channel_name is 'Its channel.';
+comment on column realtime.message_stats.event_name is 'Its event.';
+comment on column realtime.message_stats.sender_type is 'system or user.';
+comment on column realtime.message_stats.created_at is 'When it was written.';
+comment on column realtime.message_stats.ws_audience_count is 'Sockets it was written to, summed over all daemon instances (realtime.message_audience).';
+comment on column realtime.message_stats.wh_audience_count is 'Webhook URLs it was due to be POSTed to.';
+comment on column realtime.message_stats.wh_delivered_count is 'Webhook deliveries that succeeded.';
+grant select on table realtime.message_stats to service_role;
 
 -- realtime.webhook_failures
 
@@ -462,7 +584,7 @@ create view realtime.webhook_failures as
     d.next_attempt_at,
     d.created_at
    FROM realtime.webhook_deliveries d
-     JOIN realtime.messages m ON m.id = d.message_id
+     JOIN realtime.messages m ON m.channel_name = d.channel_name AND m.seq = d.message_seq
   WHERE d.state = 'failed'::text OR d.state = 'pending'::text AND d.attempts > 0;
 comment on view realtime.webhook_failures is 'Webhook deliveries that failed for good (state failed), or failed and wait for a retry (state pending).';
 comment on column realtime.webhook_failures.delivery_id is 'The delivery (realtime.webhook_deliveries.id).';
@@ -486,21 +608,10 @@ grant select on table realtime.webhook_failures to service_role;
 CREATE OR REPLACE FUNCTION realtime.add_ws_audience(ids uuid[], counts integer[])
  RETURNS integer
  LANGUAGE sql
- SECURITY DEFINER
+ STABLE SECURITY DEFINER
  SET search_path TO ''
-AS $function$
-  with v as (
-    select x.id, pg_catalog.sum(x.n)::integer as n
-    from rows from (pg_catalog.unnest(add_ws_audience.ids), pg_catalog.unnest(add_ws_audience.counts)) as x(id, n)
-    where x.n > 0 group by x.id
-  ), updated as (
-    update realtime.messages m set ws_audience_count = m.ws_audience_count + v.n
-    from v where m.id = v.id
-    returning 1
-  )
-  select pg_catalog.count(*)::integer from updated
-$function$;
-comment on function realtime.add_ws_audience(uuid[], integer[]) is 'For the daemon: adds the sockets each message was written to (+=, never overwritten), many messages in one statement.';
+AS $function$ select 0 $function$;
+comment on function realtime.add_ws_audience(uuid[], integer[]) is 'The call of daemons older than version 13: their counts are not kept (messages are no longer rewritten; see realtime.record_ws_audience). Upgrade the daemon; this goes in a later version.';
 grant execute on function realtime.add_ws_audience(uuid[], integer[]) to service_role;
 
 -- realtime.are_valid_webhook_urls(text[])
@@ -647,9 +758,9 @@ $function$;
 comment on function realtime.can_subscribe(text) is 'Whether the current role and claims may subscribe to a concrete channel: its enabled channel row is visible under the SELECT policies on realtime.channels, with realtime.channel_name() set to the name. RT400 for an invalid name.';
 grant execute on function realtime.can_subscribe(text) to anon, authenticated, service_role;
 
--- realtime.change_audience(uuid[], jsonb)
+-- realtime.change_audience(text[], bigint[], jsonb)
 
-CREATE OR REPLACE FUNCTION realtime.change_audience(ids uuid[], identities jsonb)
+CREATE OR REPLACE FUNCTION realtime.change_audience(channels text[], seqs bigint[], identities jsonb)
  RETURNS TABLE(id uuid, identity integer)
  LANGUAGE plpgsql
  SET search_path TO ''
@@ -674,7 +785,8 @@ begin
     join realtime.change_streams cs
       on cs.table_id = pg_catalog.to_regclass(pg_catalog.quote_ident(m.payload ->> 'schema') || '.'
                                              || pg_catalog.quote_ident(m.payload ->> 'table'))
-    where m.id = any (change_audience.ids) and realtime.needs_row_check(m)
+    where (m.channel_name, m.seq) in (select k.c, k.s from rows from (pg_catalog.unnest(change_audience.channels), pg_catalog.unnest(change_audience.seqs)) k(c, s))
+      and realtime.needs_row_check(m)
     group by cs.table_id, cs.primary_key, cs.columns
   loop
     -- The keys are typed in a subquery kept apart (offset 0), so the lookup is
@@ -716,7 +828,24 @@ begin
   end loop;
 end
 $function$;
-comment on function realtime.change_audience(uuid[], jsonb) is 'For the daemon: which identities ([{role, claims}], numbered from 1) may see which row-checked change events among ids: the row, looked up by primary key as that identity under the source table''s row-level security and column grants, still holds every value the event carries (a version that changed since is withheld from everyone). One row per (message, identity) allowed; events that need no check are not listed.';
+comment on function realtime.change_audience(text[], bigint[], jsonb) is 'For the daemon: which identities ([{role, claims}], numbered from 1) may see which row-checked change events among the messages given by channel and seq: the row, looked up by primary key as that identity under the source table''s row-level security and column grants, still holds every value the event carries (a version that changed since is withheld from everyone). One row per (message id, identity) allowed; events that need no check are not listed.';
+grant execute on function realtime.change_audience(text[], bigint[], jsonb) to service_role;
+
+-- realtime.change_audience(uuid[], jsonb)
+
+CREATE OR REPLACE FUNCTION realtime.change_audience(ids uuid[], identities jsonb)
+ RETURNS TABLE(id uuid, identity integer)
+ LANGUAGE sql
+ SET search_path TO ''
+AS $function$
+  select a.* from (
+    select pg_catalog.array_agg(m.channel_name) as channels, pg_catalog.array_agg(m.seq) as seqs
+    from realtime.messages m
+    where m.id = any (change_audience.ids)
+      and m.seq >= (select pg_catalog.max(p.seq_from) from realtime.message_partitions p where p.opened_at is not null)
+  ) x, realtime.change_audience(x.channels, x.seqs, change_audience.identities) a
+$function$;
+comment on function realtime.change_audience(uuid[], jsonb) is 'The call of daemons older than version 13, by message id: looks in the open partition only. Upgrade the daemon; this goes in a later version.';
 grant execute on function realtime.change_audience(uuid[], jsonb) to service_role;
 
 -- realtime.changes_trigger()
@@ -821,6 +950,62 @@ end
 $function$;
 comment on function realtime.channels_notify() is 'Trigger: NOTIFY realtime_channels with {"v":1,"op","id"} when a channel is added, changed or deleted, so the daemon re-matches its subscriptions (a hint: it reads the table).';
 
+-- realtime.claim_dedupe_key(text, text, text, uuid, bigint)
+
+CREATE OR REPLACE FUNCTION realtime.claim_dedupe_key(channel_name text, sender_key text, dedupe_key text, message_id uuid, message_seq bigint, OUT outcome text, OUT first_id uuid, OUT first_seq bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_seed bigint;
+begin
+  -- The key's lock, never waited for: a transaction in progress with the same
+  -- key holds it, and this message counts as its repeat. The lock key comes
+  -- from realtime.notify_key, so no other role can compute and hold it.
+  select ('x' || pg_catalog.left(pg_catalog.md5(k.key), 16))::bit(64)::bigint into v_seed from realtime.notify_key k;
+  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(
+           'realtime.dedupe:' || claim_dedupe_key.channel_name || E'\x1f' || claim_dedupe_key.sender_key
+           || E'\x1f' || claim_dedupe_key.dedupe_key, coalesce(v_seed, 0))) then
+    outcome := 'in_flight';
+    return;
+  end if;
+  select d.message_id, d.message_seq into first_id, first_seq
+  from realtime.message_dedupe d
+  where d.channel_name = claim_dedupe_key.channel_name and d.sender_key = claim_dedupe_key.sender_key
+    and d.dedupe_key = claim_dedupe_key.dedupe_key;
+  if found then
+    outcome := 'repeat';
+    return;
+  end if;
+  if pg_catalog.current_setting('transaction_isolation') = 'read committed' then
+    -- Cannot conflict: whoever wrote this key held its lock, and committed
+    -- before this statement's snapshot.
+    insert into realtime.message_dedupe (channel_name, sender_key, dedupe_key, message_id, message_seq)
+    values (claim_dedupe_key.channel_name, claim_dedupe_key.sender_key, claim_dedupe_key.dedupe_key,
+            claim_dedupe_key.message_id, claim_dedupe_key.message_seq);
+  else
+    -- REPEATABLE READ or SERIALIZABLE: a key committed after the snapshot is
+    -- not visible, and writing it again would fail the caller: a repeat.
+    begin
+      insert into realtime.message_dedupe (channel_name, sender_key, dedupe_key, message_id, message_seq)
+      values (claim_dedupe_key.channel_name, claim_dedupe_key.sender_key, claim_dedupe_key.dedupe_key,
+              claim_dedupe_key.message_id, claim_dedupe_key.message_seq)
+      on conflict do nothing;
+    exception when serialization_failure then
+      outcome := 'repeat';
+      return;
+    end;
+  end if;
+  outcome := 'new';
+  first_id := claim_dedupe_key.message_id;
+  first_seq := claim_dedupe_key.message_seq;
+end
+$function$;
+comment on function realtime.claim_dedupe_key(text, text, text, uuid, bigint) is 'For the insert trigger: claims a dedupe key for a new message without ever waiting. outcome new (the message is written), repeat (the key wrote first_id already, or was committed after a REPEATABLE READ snapshot: first_id NULL) or in_flight (a transaction in progress holds the key: this message is not written).';
+grant execute on function realtime.claim_dedupe_key(text, text, text, uuid, bigint) to public;
+
 -- realtime.claim_webhook_deliveries(integer, integer, text[], interval)
 
 CREATE OR REPLACE FUNCTION realtime.claim_webhook_deliveries(max_count integer, per_url integer, busy_urls text[] DEFAULT '{}'::text[], lease interval DEFAULT '00:05:00'::interval)
@@ -856,10 +1041,10 @@ AS $function$
     set state = 'delivering', attempts = w.attempts + 1,
         locked_until = pg_catalog.now() + claim_webhook_deliveries.lease
     from picked where w.id = picked.id
-    returning w.id, w.url, w.attempts, w.message_id
+    returning w.id, w.url, w.attempts, w.message_id, w.channel_name, w.message_seq
   )
   select c.id, c.url, c.attempts, m.id, m.channel_name, m.event_name, realtime.webhook_body(m)
-  from claimed c join realtime.messages m on m.id = c.message_id
+  from claimed c join realtime.messages m on m.channel_name = c.channel_name and m.seq = c.message_seq
   order by c.id
 $function$;
 comment on function realtime.claim_webhook_deliveries(integer, integer, text[], interval) is 'For the daemon: claims up to max_count due deliveries (at most per_url per URL, none for busy_urls) with FOR UPDATE SKIP LOCKED, until now() + lease, and returns what to POST.';
@@ -884,16 +1069,59 @@ CREATE OR REPLACE FUNCTION realtime.committed_between(low pg_snapshot, high pg_s
  STABLE
  SET search_path TO ''
 AS $function$
+  -- The xact_id bounds are written as the BRIN index's expression so it is used.
   select m.id, m.seq, m.channel_name
   from realtime.messages m
-  where m.xact_id >= pg_catalog.pg_snapshot_xmin(committed_between.low)
-    and m.xact_id < pg_catalog.pg_snapshot_xmax(committed_between.high)
+  where ((m.xact_id::text)::bigint) >= (pg_catalog.pg_snapshot_xmin(committed_between.low)::text)::bigint
+    and ((m.xact_id::text)::bigint) < (pg_catalog.pg_snapshot_xmax(committed_between.high)::text)::bigint
     and pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.high)
     and not pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.low)
   order by m.seq
 $function$;
 comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one.';
 grant execute on function realtime.committed_between(pg_snapshot, pg_snapshot) to service_role;
+
+-- realtime.create_message_partition(bigint)
+
+CREATE OR REPLACE FUNCTION realtime.create_message_partition(seq_from bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_name text := 'messages_p' || (seq_from >> 32)::text;
+begin
+  -- Created apart and attached: ATTACH PARTITION locks realtime.messages in
+  -- SHARE UPDATE EXCLUSIVE mode only, which publishers never wait for.
+  execute pg_catalog.format('create table realtime.%I (like realtime.messages including defaults including constraints)', v_name);
+  execute pg_catalog.format('alter table realtime.%I add constraint %I check (seq >= %s and seq < %s)',
+                            v_name, v_name || '_range', seq_from, seq_from + (1::bigint << 32));
+  execute pg_catalog.format('alter table realtime.%I enable row level security', v_name);
+  execute pg_catalog.format('alter table realtime.messages attach partition realtime.%I for values from (%s) to (%s)',
+                            v_name, seq_from, seq_from + (1::bigint << 32));
+  execute pg_catalog.format('alter table realtime.%I drop constraint %I', v_name, v_name || '_range');
+  execute pg_catalog.format('comment on table realtime.%I is %L', v_name,
+    'Messages with seq from ' || seq_from || ' (a partition of realtime.messages; see realtime.message_partitions).');
+  insert into realtime.message_partitions (seq_from, seq_to, table_name)
+  values (create_message_partition.seq_from, create_message_partition.seq_from + (1::bigint << 32), v_name);
+end
+$function$;
+comment on function realtime.create_message_partition(bigint) is 'For realtime.maintain_partitions: a new empty partition for the 2^32 seqs from seq_from, attached without blocking writers.';
+
+-- realtime.dedupe_first(text, text, text)
+
+CREATE OR REPLACE FUNCTION realtime.dedupe_first(channel_name text, sender_key text, dedupe_key text, OUT id uuid, OUT seq bigint)
+ RETURNS record
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+  select d.message_id, d.message_seq from realtime.message_dedupe d
+  where d.channel_name = dedupe_first.channel_name and d.sender_key = dedupe_first.sender_key
+    and d.dedupe_key = dedupe_first.dedupe_key
+$function$;
+comment on function realtime.dedupe_first(text, text, text) is 'The message a dedupe key first wrote (id, seq), or NULLs.';
+grant execute on function realtime.dedupe_first(text, text, text) to public;
 
 -- realtime.disable_changes(regclass)
 
@@ -1142,6 +1370,102 @@ END;
 comment on function realtime.is_valid_event_name(text) is 'An event name: 1 to 255 bytes, no control characters.';
 grant execute on function realtime.is_valid_event_name(text) to anon, authenticated, public, service_role;
 
+-- realtime.maintain_partitions()
+
+CREATE OR REPLACE FUNCTION realtime.maintain_partitions()
+ RETURNS text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_span interval;
+  v_retention interval;
+  v_next bigint;
+  v_from bigint;
+  v_current realtime.message_partitions;
+  v_lock_timeout text := pg_catalog.current_setting('lock_timeout');
+  v_done text[] := '{}';
+  r record;
+begin
+  -- One maintainer at a time (daemons, pg_cron); only the owner can take this lock.
+  lock table realtime.message_partitions in share row exclusive mode;
+  select c.partition_span, c.retention into v_span, v_retention from realtime.config c;
+  v_span := coalesce(v_span, interval '1 day');
+  v_retention := coalesce(v_retention, interval '24 hours');
+
+  -- The partition the next seq goes to, and two empty ones after it, so a
+  -- publish never meets a range without a partition, whatever happens to
+  -- this function's schedule.
+  select case when s.is_called then s.last_value + 1 else s.last_value end into v_next from realtime.messages_seq_seq s;
+  for i in 0..2 loop
+    v_from := ((v_next >> 32) + i) << 32;
+    if not exists (select from realtime.message_partitions p where p.seq_from <= v_from and v_from < p.seq_to) then
+      perform realtime.create_message_partition(v_from);
+      v_done := v_done || ('created messages_p' || (v_from >> 32)::text);
+    end if;
+  end loop;
+  select * into v_current from realtime.message_partitions p where p.seq_from <= v_next and v_next < p.seq_to;
+  if v_current.opened_at is null then
+    update realtime.message_partitions p set opened_at = pg_catalog.now() where p.seq_from = v_current.seq_from;
+    v_current.opened_at := pg_catalog.now();
+  end if;
+  -- Every partition before the open one is closed (also when the sequence ran
+  -- into the next range on its own).
+  update realtime.message_partitions p set closed_at = pg_catalog.now()
+  where p.seq_to <= v_current.seq_from and p.closed_at is null;
+
+  -- Roll: the open partition has taken messages for partition_span. Never
+  -- into a partition this transaction created: moving the sequence is not
+  -- undone by a rollback, the partition would be.
+  if v_current.opened_at < pg_catalog.now() - v_span
+     and exists (select from realtime.message_partitions p
+                 where p.seq_from = v_current.seq_to
+                   and p.xmin::text::bigint <> pg_catalog.pg_current_xact_id()::text::bigint % 4294967296) then
+    perform pg_catalog.setval('realtime.messages_seq_seq', v_current.seq_to, false);
+    update realtime.message_partitions p set closed_at = pg_catalog.now() where p.seq_from = v_current.seq_from;
+    update realtime.message_partitions p set opened_at = pg_catalog.now() where p.seq_from = v_current.seq_to;
+    v_done := v_done || ('rolled to messages_p' || (v_current.seq_to >> 32)::text);
+    v_from := v_current.seq_to + (2::bigint << 32);
+    if not exists (select from realtime.message_partitions p where p.seq_from = v_from) then
+      perform realtime.create_message_partition(v_from);
+      v_done := v_done || ('created messages_p' || (v_from >> 32)::text);
+    end if;
+  end if;
+
+  -- Drop what retention has passed, unless a webhook of it is still due.
+  for r in
+    select p.seq_from, p.seq_to, p.table_name from realtime.message_partitions p
+    where p.closed_at < pg_catalog.now() - v_retention
+      and not exists (select from realtime.webhook_deliveries d
+                      where d.message_seq >= p.seq_from and d.message_seq < p.seq_to
+                        and d.state in ('pending', 'delivering'))
+    order by p.seq_from
+  loop
+    begin
+      -- Dropping a partition locks realtime.messages: wait for it briefly, or
+      -- try again next time, rather than queue every publisher behind it.
+      perform pg_catalog.set_config('lock_timeout', '200ms', true);
+      execute pg_catalog.format('drop table realtime.%I', r.table_name);
+      perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
+      delete from realtime.message_partitions p where p.seq_from = r.seq_from;
+      update realtime.config c set pruned_through_seq = greatest(c.pruned_through_seq, r.seq_to - 1);
+      v_done := v_done || ('dropped ' || r.table_name);
+    exception when lock_not_available then
+      perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
+      raise notice 'realtime.maintain_partitions: % is in use; it will be dropped next time', r.table_name;
+    when dependent_objects_still_exist then
+      perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
+      raise warning 'realtime.maintain_partitions: % is kept: other objects depend on it', r.table_name
+        using hint = 'Views or functions of yours that read it directly; make them read realtime.messages.';
+    end;
+  end loop;
+  return pg_catalog.array_to_string(v_done, '; ');
+end
+$function$;
+comment on function realtime.maintain_partitions() is 'Keeps realtime.messages partitioned: two empty partitions ahead of the open one; when the open one is older than realtime.config.partition_span, new messages go to the next (the sequence moves to its first seq); a partition closed more than retention ago, with no webhook still due, is dropped whole. Called by realtime.prune() and by the daemon. Returns what it did.';
+grant execute on function realtime.maintain_partitions() to service_role;
+
 -- realtime.match_channel(text)
 
 CREATE OR REPLACE FUNCTION realtime.match_channel(channel_name text)
@@ -1218,15 +1542,16 @@ CREATE OR REPLACE FUNCTION realtime.messages_before_insert()
  SET search_path TO ''
 AS $function$
 declare
-  v_trusted boolean := realtime.may_publish();
   v_channel record;
   v_bytes integer;
   v_cap integer;
   v_reason text;
+  v_dedupe record;
+  v_sub text;
 begin
-  new.ws_audience_count := 0;
-  new.wh_delivered_count := 0;
-  if v_trusted then
+  new.ws_audience_count := null;
+  new.wh_delivered_count := null;
+  if realtime.may_publish() then
     -- A system message (realtime.publish, a trigger, server code). It never
     -- raises into the writing transaction: a bad one is dropped and recorded.
     new.sender_type := 'system';
@@ -1257,6 +1582,16 @@ begin
         using hint = 'Recorded in realtime.dropped_messages.';
       return null;
     end if;
+    if new.dedupe_key is not null then
+      v_dedupe := realtime.claim_dedupe_key(new.channel_name, 'system', new.dedupe_key, new.id, new.seq);
+      if v_dedupe.outcome <> 'new' then
+        if v_dedupe.outcome = 'in_flight' then
+          raise notice 'realtime.publish: dedupe key "%" on channel "%" is in use by a transaction in progress: this message is its repeat',
+            pg_catalog.left(new.dedupe_key, 255), pg_catalog.left(new.channel_name, 255);
+        end if;
+        return null;
+      end if;
+    end if;
     new.channel_id := v_channel.channel_id;
     new.wh_audience_count := v_channel.webhook_count;
     return new;
@@ -1271,11 +1606,6 @@ begin
     raise exception 'realtime: invalid channel name'
       using errcode = 'RT400',
             detail = 'A channel name is 1 to 255 bytes without white space, control characters or %.';
-  end if;
-  if new.dedupe_key is not null and new.sender_id is null then
-    raise exception 'realtime: a dedupe key needs a sender whose sub claim is a UUID'
-      using errcode = 'RT400',
-            detail = 'Without one, senders could not be told apart, and one sender''s key would answer for another''s.';
   end if;
   v_channel := realtime.channel_for_insert(new.channel_name);
   if v_channel.channel_id is null then
@@ -1292,10 +1622,24 @@ begin
     raise exception 'realtime: payload is % bytes, over this channel''s limit of % bytes', v_bytes, v_channel.max_message_bytes
       using errcode = 'RT413', hint = 'The limit is max_message_bytes of the channel''s row in realtime.channels.';
   end if;
+  if new.dedupe_key is not null then
+    -- Senders are told apart by their sub claim, whatever its format.
+    v_sub := nullif(coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+                             realtime.claims() ->> 'sub'), '');
+    if v_sub is null then
+      raise exception 'realtime: a dedupe key needs a signed-in sender (a sub claim)'
+        using errcode = 'RT400',
+              detail = 'Without one, senders could not be told apart, and one sender''s key would answer for another''s.';
+    end if;
+    v_dedupe := realtime.claim_dedupe_key(new.channel_name, 'user:' || v_sub, new.dedupe_key, new.id, new.seq);
+    if v_dedupe.outcome <> 'new' then
+      return null;
+    end if;
+  end if;
   return new;
 end
 $function$;
-comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a UUID sub, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience.';
+comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising; a repeated dedupe key (realtime.claim_dedupe_key) skips the row. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a sub claim, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience.';
 
 -- realtime.messages_before_update()
 
@@ -1305,25 +1649,11 @@ CREATE OR REPLACE FUNCTION realtime.messages_before_update()
  SET search_path TO ''
 AS $function$
 begin
-  if (new.id, new.seq, new.channel_name, new.event_name, new.payload, new.sender_type, new.sender_id,
-      new.dedupe_key, new.xact_id, new.created_at, new.wh_audience_count)
-     is distinct from
-     (old.id, old.seq, old.channel_name, old.event_name, old.payload, old.sender_type, old.sender_id,
-      old.dedupe_key, old.xact_id, old.created_at, old.wh_audience_count)
-  then
-    raise exception 'realtime: messages are immutable' using errcode = 'RT405',
-      hint = 'Only ws_audience_count and wh_delivered_count grow, and channel_id becomes NULL when its channel is deleted.';
-  end if;
-  if new.channel_id is distinct from old.channel_id and new.channel_id is not null then
-    raise exception 'realtime: a message keeps its channel' using errcode = 'RT405';
-  end if;
-  if new.ws_audience_count < old.ws_audience_count or new.wh_delivered_count < old.wh_delivered_count then
-    raise exception 'realtime: delivery statistics only grow' using errcode = 'RT405';
-  end if;
-  return new;
+  raise exception 'realtime: messages are immutable' using errcode = 'RT405',
+    hint = 'Delivery statistics are in realtime.message_stats; retention drops whole partitions (realtime.maintain_partitions).';
 end
 $function$;
-comment on function realtime.messages_before_update() is 'Trigger: a message never changes after it is written, but for its growing statistics and channel_id becoming NULL (RT405).';
+comment on function realtime.messages_before_update() is 'Trigger: a message never changes after it is written (RT405).';
 
 -- realtime.messages_enqueue_webhooks()
 
@@ -1334,10 +1664,11 @@ CREATE OR REPLACE FUNCTION realtime.messages_enqueue_webhooks()
  SET search_path TO ''
 AS $function$
 begin
-  insert into realtime.webhook_deliveries (message_id, url, created_at)
-  select new.id, u.url, new.created_at
+  insert into realtime.webhook_deliveries (message_id, channel_name, message_seq, url, created_at)
+  select new.id, new.channel_name, new.seq, u.url, new.created_at
   from realtime.channels c, pg_catalog.unnest(c.webhook_urls) as u(url)
-  where c.id = new.channel_id;
+  where c.id = new.channel_id
+  on conflict do nothing;
   -- One wake-up per transaction: identical notifications are delivered once.
   perform pg_catalog.pg_notify('realtime_webhooks', '');
   return null;
@@ -1488,34 +1819,47 @@ declare
 begin
   v_cutoff := pg_catalog.now()
     - coalesce(older_than, (select c.retention from realtime.config c), interval '24 hours');
-  loop
-    -- Batches of 5000 rows, oldest first, skipping rows another session holds;
-    -- a message whose webhooks are still due stays until they finish.
-    with doomed as (
-      select m.id from realtime.messages m
-      where m.created_at < v_cutoff
-        and not exists (select from realtime.webhook_deliveries d
-                        where d.message_id = m.id and d.state in ('pending', 'delivering'))
-      order by m.created_at
-      limit 5000
-      for update skip locked
-    ), deleted as (
-      delete from realtime.messages m using doomed where m.id = doomed.id
-      returning m.seq
-    )
-    select pg_catalog.count(*), pg_catalog.max(deleted.seq) into v_batch, v_max_seq from deleted;
-    v_total := v_total + v_batch;
-    v_through := greatest(v_through, coalesce(v_max_seq, 0));
-    exit when v_batch < 5000 or v_total >= max_rows;
-  end loop;
-  if v_through > 0 then
-    update realtime.config set pruned_through_seq = greatest(pruned_through_seq, v_through);
+  -- Whole partitions first (and the next ones created, the open one rolled).
+  perform realtime.maintain_partitions();
+  -- The rows written before version 13 are one partition, messages_p0, kept
+  -- until it can be dropped whole; meanwhile its old rows go in batches of
+  -- 5000, oldest first, as before. A message whose webhooks are still due
+  -- stays until they finish.
+  if pg_catalog.to_regclass('realtime.messages_p0') is not null then
+    loop
+      with doomed as (
+        select m.channel_name, m.seq from realtime.messages_p0 m
+        where m.created_at < v_cutoff
+          and not exists (select from realtime.webhook_deliveries d
+                          where d.channel_name = m.channel_name and d.message_seq = m.seq
+                            and d.state in ('pending', 'delivering'))
+        order by m.created_at
+        limit 5000
+        for update skip locked
+      ), deleted as (
+        delete from realtime.messages_p0 m using doomed
+        where m.channel_name = doomed.channel_name and m.seq = doomed.seq
+        returning m.seq
+      )
+      select pg_catalog.count(*), pg_catalog.max(deleted.seq) into v_batch, v_max_seq from deleted;
+      v_total := v_total + v_batch;
+      v_through := greatest(v_through, coalesce(v_max_seq, 0));
+      exit when v_batch < 5000 or v_total >= max_rows;
+    end loop;
+    if v_through > 0 then
+      update realtime.config set pruned_through_seq = greatest(pruned_through_seq, v_through);
+    end if;
   end if;
+  -- What lives beside the messages goes by age.
+  delete from realtime.webhook_deliveries d
+  where d.created_at < v_cutoff and d.state in ('delivered', 'failed');
+  delete from realtime.message_dedupe k where k.created_at < v_cutoff;
+  delete from realtime.message_audience a where a.reported_at < v_cutoff;
   delete from realtime.dropped_messages d where d.dropped_at < v_cutoff;
   return v_total;
 end
 $function$;
-comment on function realtime.prune(interval, integer) is 'Deletes messages older than older_than (default realtime.config.retention, 24 hours) with their finished webhook deliveries, in batches of 5000 and at most max_rows per call; keeps messages whose webhooks are still due. Returns the messages deleted; call again while it returns max_rows.';
+comment on function realtime.prune(interval, integer) is 'Retention: realtime.maintain_partitions() (whole partitions dropped once retention has passed since they closed), then the rows of messages_p0 (written before version 13) older than older_than (default realtime.config.retention, 24 hours) in batches of 5000, at most max_rows per call, keeping messages whose webhooks are still due; finished webhook deliveries, dedupe keys, audience reports and dropped-message records older than that. Returns the rows deleted from messages_p0.';
 grant execute on function realtime.prune(interval, integer) to service_role;
 
 -- realtime.publish(text, text, jsonb, text)
@@ -1544,18 +1888,17 @@ begin
   end if;
   -- The insert trigger validates, and drops (never raises) what cannot be written.
   insert into realtime.messages (id, channel_name, event_name, payload, dedupe_key)
-  values (v_id, publish.channel_name, publish.event_name, publish.payload, publish.dedupe_key)
-  on conflict do nothing;
+  values (v_id, publish.channel_name, publish.event_name, publish.payload, publish.dedupe_key);
   get diagnostics v_written = row_count;
   if v_written = 1 then
     return v_id;
   end if;
   -- Dropped (recorded by the trigger), or a repeat of a dedupe key: its first id.
   return case when publish.dedupe_key is not null
-              then realtime.system_message_id(publish.channel_name, publish.dedupe_key) end;
+              then (realtime.dedupe_first(publish.channel_name, 'system', publish.dedupe_key)).id end;
 end
 $function$;
-comment on function realtime.publish(text, text, jsonb, text) is 'Publishes a system message (for triggers and server code) and returns its id. Runs as its caller: any role may, but a client role (realtime.may_publish), which gets 42501 when it calls it itself and a dropped message (WARNING, reason not_allowed) from its own trigger. Never aborts the caller for its input: a bad name, no enabled channel or a payload over the cap gives a WARNING, a row in realtime.dropped_messages and NULL. With dedupe_key, a repeat returns the first id and notifies nothing.';
+comment on function realtime.publish(text, text, jsonb, text) is 'Publishes a system message (for triggers and server code) and returns its id. Runs as its caller: any role may, but a client role (realtime.may_publish), which gets 42501 when it calls it itself and a dropped message (WARNING, reason not_allowed) from its own trigger. Never aborts the caller for its input: a bad name, no enabled channel or a payload over the cap gives a WARNING, a row in realtime.dropped_messages and NULL. With dedupe_key, a repeat returns the first id and notifies nothing; a key held by a transaction still in progress is a repeat too (NULL, with a NOTICE), and so is one committed after a REPEATABLE READ snapshot (NULL).';
 grant execute on function realtime.publish(text, text, jsonb, text) to anon, authenticated, public, service_role;
 
 -- realtime.record_drop(text, text, text, integer)
@@ -1598,7 +1941,7 @@ begin
     from pg_catalog.jsonb_to_recordset(results)
       as x(id bigint, status integer, error text, duration_ms integer, retry_after_ms bigint)
   ), current_rows as (
-    select w.id, w.attempts, w.message_id, r.status, r.error, r.duration_ms, r.retry_after_ms,
+    select w.id, w.attempts, r.status, r.error, r.duration_ms, r.retry_after_ms,
            coalesce(r.status between 200 and 299, false) as ok,
            (r.status is null or r.status = 429 or r.status >= 500) as retryable
     from realtime.webhook_deliveries w join r on r.id = w.id
@@ -1622,19 +1965,54 @@ begin
         delivered_at = case when cr.ok then pg_catalog.now() end
     from current_rows cr
     where w.id = cr.id
-    returning w.message_id, cr.ok
-  ), delivered as (
-    update realtime.messages m
-    set wh_delivered_count = m.wh_delivered_count + x.n
-    from (select o.message_id, pg_catalog.count(*)::integer as n from outcome o where o.ok group by o.message_id) x
-    where m.id = x.message_id
+    returning w.id
   )
   select pg_catalog.count(*)::integer into v_count from outcome;
   return v_count;
 end
 $function$;
-comment on function realtime.record_webhook_attempts(jsonb) is 'For the daemon: records a batch of attempts [{"id","status","error","duration_ms","retry_after_ms"}]. 2xx: delivered (wh_delivered_count += 1); network error, timeout, 429 or 5xx: retried with backoff up to webhook_max_attempts; other statuses: failed. Rows no longer claimed are ignored.';
+comment on function realtime.record_webhook_attempts(jsonb) is 'For the daemon: records a batch of attempts [{"id","status","error","duration_ms","retry_after_ms"}]. 2xx: delivered; network error, timeout, 429 or 5xx: retried with backoff up to webhook_max_attempts; other statuses: failed. Rows no longer claimed are ignored. Deliveries are counted per message by realtime.message_stats.';
 grant execute on function realtime.record_webhook_attempts(jsonb) to service_role;
+
+-- realtime.record_ws_audience(text[], bigint[], integer[])
+
+CREATE OR REPLACE FUNCTION realtime.record_ws_audience(channels text[], seqs bigint[], counts integer[])
+ RETURNS integer
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+  with v as (
+    select x.c, x.s, x.n
+    from rows from (pg_catalog.unnest(record_ws_audience.channels), pg_catalog.unnest(record_ws_audience.seqs), pg_catalog.unnest(record_ws_audience.counts)) as x(c, s, n)
+    where x.n > 0 and x.s is not null and x.c is not null
+  ), written as (
+    insert into realtime.message_audience (seq_min, seq_max, channel_names, seqs, counts)
+    select pg_catalog.min(v.s), pg_catalog.max(v.s), pg_catalog.array_agg(v.c), pg_catalog.array_agg(v.s), pg_catalog.array_agg(v.n)
+    from v having pg_catalog.count(*) > 0
+    returning pg_catalog.cardinality(seqs) as n
+  )
+  select coalesce((select written.n from written), 0)::integer
+$function$;
+comment on function realtime.record_ws_audience(text[], bigint[], integer[]) is 'For the daemon: the sockets each message (channel, seq) was written to by this instance, as one row of realtime.message_audience. Returns how many messages it counted.';
+grant execute on function realtime.record_ws_audience(text[], bigint[], integer[]) to service_role;
+
+-- realtime.relay_frames(text[], bigint[], pg_snapshot)
+
+CREATE OR REPLACE FUNCTION realtime.relay_frames(channels text[], seqs bigint[], after pg_snapshot DEFAULT NULL::pg_snapshot)
+ RETURNS TABLE(id uuid, seq bigint, channel_name text, frame text, row_check boolean)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO ''
+AS $function$
+  select m.id, m.seq, m.channel_name, realtime.event_frame(m), realtime.needs_row_check(m)
+  from rows from (pg_catalog.unnest(relay_frames.channels), pg_catalog.unnest(relay_frames.seqs)) with ordinality as i(channel_name, seq, n)
+  join realtime.messages m on m.channel_name = i.channel_name and m.seq = i.seq
+  where relay_frames.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_frames.after)
+  order by i.n
+$function$;
+comment on function realtime.relay_frames(text[], bigint[], pg_snapshot) is 'For the daemon: the wire frame of each message (realtime.event_frame), given by channel and seq, in that order, built once so the same text goes to every subscriber, with row_check (realtime.needs_row_check). Unknown messages, and messages whose transaction is visible in after (the daemon''s watermark: already handled), are skipped.';
+grant execute on function realtime.relay_frames(text[], bigint[], pg_snapshot) to service_role;
 
 -- realtime.relay_frames(uuid[], pg_snapshot)
 
@@ -1644,13 +2022,14 @@ CREATE OR REPLACE FUNCTION realtime.relay_frames(ids uuid[], after pg_snapshot D
  STABLE
  SET search_path TO ''
 AS $function$
-  select m.id, m.seq, m.channel_name, realtime.event_frame(m), realtime.needs_row_check(m)
-  from pg_catalog.unnest(relay_frames.ids) with ordinality as i(id, n)
-  join realtime.messages m on m.id = i.id
-  where relay_frames.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_frames.after)
-  order by i.n
+  select f.* from (
+    select pg_catalog.array_agg(m.channel_name order by i.n) as channels, pg_catalog.array_agg(m.seq order by i.n) as seqs
+    from pg_catalog.unnest(relay_frames.ids) with ordinality as i(id, n)
+    join realtime.messages m on m.id = i.id
+    where m.seq >= (select pg_catalog.max(p.seq_from) from realtime.message_partitions p where p.opened_at is not null)
+  ) x, realtime.relay_frames(x.channels, x.seqs, relay_frames.after) f
 $function$;
-comment on function realtime.relay_frames(uuid[], pg_snapshot) is 'For the daemon: the wire frame of each message (realtime.event_frame), in the order of ids, built once so the same text goes to every subscriber, with row_check (realtime.needs_row_check). Unknown ids, and messages whose transaction is visible in after (the daemon''s watermark: already handled), are skipped.';
+comment on function realtime.relay_frames(uuid[], pg_snapshot) is 'The call of daemons older than version 13, by message id: looks in the open partition only (messages have no index on id). Upgrade the daemon; this goes in a later version.';
 grant execute on function realtime.relay_frames(uuid[], pg_snapshot) to service_role;
 
 -- realtime.replay_relay_frames(text, bigint, integer)
@@ -1713,24 +2092,18 @@ CREATE OR REPLACE FUNCTION realtime.send(role text, claims jsonb, channel text, 
  SET search_path TO ''
 AS $function$
 declare
-  v_sender uuid;
+  v_sub text := nullif(send.claims ->> 'sub', '');
   v_id uuid;
   v_seq bigint;
+  v_written integer;
 begin
-  -- The sender the insert trigger will record, to find an earlier message with
-  -- the same dedupe key (read as the daemon: clients may not SELECT messages).
-  perform pg_catalog.set_config('request.jwt.claims', coalesce(send.claims, '{}'::jsonb)::text, true);
-  perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(send.claims ->> 'sub', ''), true);
-  v_sender := realtime.uid();
   if send.dedupe_key is not null then
-    if v_sender is null then
-      raise exception 'realtime: a dedupe key needs a sender whose sub claim is a UUID' using errcode = 'RT400';
+    if v_sub is null then
+      raise exception 'realtime: a dedupe key needs a signed-in sender (a sub claim)' using errcode = 'RT400';
     end if;
-    select m.id, m.seq into v_id, v_seq
-    from realtime.messages m
-    where m.channel_name = send.channel and m.sender_type = 'user'
-      and m.sender_id = v_sender and m.dedupe_key = send.dedupe_key;
-    if found then
+    -- Read as the daemon: clients may not read the dedupe keys.
+    select d.id, d.seq into v_id, v_seq from realtime.dedupe_first(send.channel, 'user:' || v_sub, send.dedupe_key) d;
+    if v_id is not null then
       return query select v_id, v_seq, true;
       return;
     end if;
@@ -1739,31 +2112,23 @@ begin
   -- The INSERT policies of the client's role decide.
   perform realtime.impersonate(send.role, send.claims);
   perform pg_catalog.set_config('realtime.channel_name', send.channel, true);
-  if send.dedupe_key is null then
-    insert into realtime.messages (channel_name, event_name, payload)
-    values (send.channel, send.event, send.payload);
-  else
-    begin
-      insert into realtime.messages (channel_name, event_name, payload, dedupe_key)
-      values (send.channel, send.event, send.payload, send.dedupe_key);
-    exception when unique_violation then
-      -- A concurrent publish with the same key won.
-      perform pg_catalog.set_config('role', 'none', true);
-      return query
-        select m.id, m.seq, true from realtime.messages m
-        where m.channel_name = send.channel and m.sender_type = 'user'
-          and m.sender_id = v_sender and m.dedupe_key = send.dedupe_key;
-      return;
-    end;
-  end if;
-
+  insert into realtime.messages (channel_name, event_name, payload, dedupe_key)
+  values (send.channel, send.event, send.payload, send.dedupe_key);
+  get diagnostics v_written = row_count;
   -- Back to the daemon's role to read the row back (the client may not SELECT it).
   perform pg_catalog.set_config('role', 'none', true);
-  v_seq := pg_catalog.currval(pg_catalog.pg_get_serial_sequence('realtime.messages', 'seq'));
-  return query select m.id, m.seq, false from realtime.messages m where m.seq = v_seq;
+  if v_written = 0 then
+    -- A repeat: the key was used meanwhile, or is held by a publish in progress (NULL id).
+    select d.id, d.seq into v_id, v_seq from realtime.dedupe_first(send.channel, 'user:' || v_sub, send.dedupe_key) d;
+    return query select v_id, v_seq, true;
+    return;
+  end if;
+  v_seq := pg_catalog.currval('realtime.messages_seq_seq');
+  return query select m.id, m.seq, false from realtime.messages m
+               where m.channel_name = send.channel and m.seq = v_seq;
 end
 $function$;
-comment on function realtime.send(text, jsonb, text, text, jsonb, text) is 'For the daemon: a client publish. Inserts as the client (impersonate(role, claims)), so the INSERT policies on realtime.messages decide, and returns the id and seq; with a dedupe key already used by this sender on this channel, the first message (duplicate = true). RT400 for a dedupe key from a sender whose sub is not a UUID.';
+comment on function realtime.send(text, jsonb, text, text, jsonb, text) is 'For the daemon: a client publish. Inserts as the client (impersonate(role, claims)), so the INSERT policies on realtime.messages decide, and returns the id and seq; with a dedupe key already used by this sender (its sub claim, any format) on this channel, the first message (duplicate = true; id NULL while the first is still being written). RT400 for a dedupe key from a sender without a sub claim.';
 grant execute on function realtime.send(text, jsonb, text, text, jsonb, text) to service_role;
 
 -- realtime.send_ephemeral(text, jsonb, text, text, text)
@@ -1815,11 +2180,7 @@ CREATE OR REPLACE FUNCTION realtime.system_message_id(channel_name text, dedupe_
  LANGUAGE sql
  STABLE SECURITY DEFINER
  SET search_path TO ''
-AS $function$
-  select m.id from realtime.messages m
-  where m.channel_name = system_message_id.channel_name and m.sender_type = 'system'
-    and m.sender_id is null and m.dedupe_key = system_message_id.dedupe_key
-$function$;
+AS $function$ select (realtime.dedupe_first(system_message_id.channel_name, 'system', system_message_id.dedupe_key)).id $function$;
 comment on function realtime.system_message_id(text, text) is 'The id of the system message written with this dedupe key on this channel, if any (realtime.publish returns it for a repeat).';
 grant execute on function realtime.system_message_id(text, text) to public;
 
