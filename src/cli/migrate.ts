@@ -1,16 +1,14 @@
 /**
- * `realtimed migrate`: the committed migrations through graphile-migrate's
- * Node API, after refusing databases it must not touch. A no-op when current.
+ * `realtimed migrate`: the committed graphile-migrate chain, one migration at
+ * a time with realtime's hot tables locked first (src/db/migrations.ts), so
+ * it is safe while the application writes; after refusing databases it must
+ * not touch. A no-op when current.
  */
-import { migrate as graphileMigrate } from 'graphile-migrate';
-// graphile-migrate keeps its pool 200 ms after use and exits the process if an
-// idle connection of it errors; release it as soon as the run is over.
-import { clearAllPools } from 'graphile-migrate/dist/pgReal.js';
-import { Logger } from '@graphile/logger';
 import type { Command } from 'commander';
 import pg from 'pg';
 
 import { beginMigration, installState, type InstallState } from '../db/install.js';
+import { applyMigration, ensureChainTables, migrationHash, prepareVersion13 } from '../db/migrations.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { RealtimedError, fromPgError } from './errors.js';
 import type { CliIo } from './io.js';
@@ -65,7 +63,7 @@ function check(state: InstallState, migrations: Migration[]): number {
 }
 
 /**
- * Applies the committed migrations through graphile-migrate's Node API.
+ * Applies the committed migrations not yet applied, one transaction each.
  * A no-op when the database is current.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
@@ -83,20 +81,16 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     if (before === migrations.length) {
       return { from: before, to: before, applied: [] };
     }
+    await ensureChainTables(client);
     const applied: string[] = [];
-    const logger = new Logger(() => (level, message) => {
-      const running = /Running migration '([^']+)'/.exec(message);
-      if (running?.[1]) {
-        applied.push(running[1]);
-        log(`applying ${running[1]}`);
-      } else if (level === 'error' || level === 'warning') {
-        log(message);
+    for (const m of migrations.slice(before)) {
+      if (migrationHash(m.body, m.previousHash) !== m.hash) {
+        throw new RealtimedError('RT_ERR_MIGRATION', `Hash for ${m.filename} does not match its contents; has the file been edited?`);
       }
-    });
-    try {
-      await graphileMigrate({ connectionString: target.url, migrationsFolder, logger });
-    } finally {
-      clearAllPools();
+      if (m.version === 13) await prepareVersion13(client, log);
+      log(`applying ${m.filename}`);
+      await applyMigration(client, m, m.version - 1);
+      applied.push(m.filename);
     }
     const after = check(await installState(client), migrations);
     return { from: before, to: after, applied };
@@ -114,9 +108,6 @@ function fromMigrationError(err: unknown, where: string): RealtimedError {
   if (e.code === 'P0001' && typeof e.message === 'string') {
     const hint = typeof e.hint === 'string' && e.hint ? ` (${e.hint})` : '';
     return new RealtimedError('RT_ERR_MIGRATION', `${e.message}${hint}`, { cause: err });
-  }
-  if (typeof e.message === 'string' && /Hash for .* does not match/.test(e.message)) {
-    return new RealtimedError('RT_ERR_MIGRATION', e.message, { cause: err });
   }
   return fromPgError(err, where);
 }

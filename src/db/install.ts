@@ -11,7 +11,17 @@ const MIGRATE_LOCK_KEY = 7_413_520_019;
  */
 export async function beginMigration(client: pg.ClientBase): Promise<void> {
   await client.query(`set statement_timeout = '120s'`);
-  await client.query('select pg_catalog.pg_advisory_lock($1)', [MIGRATE_LOCK_KEY]);
+  // Tried, not waited for inside one statement: a statement waiting holds a
+  // snapshot, and the other run's CREATE INDEX CONCURRENTLY would wait for
+  // that snapshot while this one waits for its lock.
+  for (let attempt = 0; ; attempt++) {
+    const { rows } = await client.query<{ locked: boolean }>('select pg_catalog.pg_try_advisory_lock($1) as locked', [
+      MIGRATE_LOCK_KEY,
+    ]);
+    if (rows[0]?.locked) return;
+    if (attempt >= 1200) throw new Error('another realtimed migrate has held this database for 2 minutes');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 export interface InstallState {
