@@ -150,7 +150,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
         stats.start();
         counts.start();
         webhooks?.start();
-        retention.start();
+        await retention.start();
         const address = await srv.listen();
         logger.info({ host: address.address, port: address.port, path: config.path }, 'realtimed listening');
         return address;

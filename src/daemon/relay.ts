@@ -84,7 +84,7 @@ export function createRelay(
         };
       }
       const written = deliver(subscribers, event, visible);
-      stats.add(row.id, written);
+      stats.add(row, written);
       metrics.messagesRelayed.inc();
       metrics.framesSent.inc(written);
       if (receivedAt !== null) metrics.fanoutSeconds.observe(Number(process.hrtime.bigint() - receivedAt) / 1e9);
@@ -122,7 +122,7 @@ export function createRelay(
     }
     const started = process.hrtime.bigint();
     try {
-      const allowed = await db.changeAudience(checked.map((f) => f.id), identities);
+      const allowed = await db.changeAudience(checked, identities);
       metrics.rowCheckSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
       metrics.rowChecks.inc(checked.length * identities.length);
       return { index, allowed };
@@ -146,9 +146,12 @@ export function createRelay(
       }
     }
     if (wanted.size === 0) return;
+    // A message is found by its channel and seq; its id must then agree.
+    const byKey = new Map<string, Envelope>();
+    for (const envelope of wanted.values()) byKey.set(`${envelope.channel}\u0000${envelope.seq}`, envelope);
     let frames: RelayFrame[];
     try {
-      frames = await db.relayFrames([...wanted.keys()], watermark);
+      frames = await db.relayFrames([...byKey.values()].map((e) => ({ channel: e.channel, seq: String(e.seq) })), watermark);
     } catch (err) {
       // Not marked seen: the next recovery pass relays them.
       logger.error({ err: errorText(err), messages: wanted.size }, 'could not read messages to relay');
@@ -156,22 +159,23 @@ export function createRelay(
     }
     const checked: RelayFrame[] = [];
     for (const row of frames) {
-      const envelope = wanted.get(row.id);
-      wanted.delete(row.id);
-      if (!envelope || envelope.channel !== row.channel || String(envelope.seq) !== row.seq) {
+      const key = `${row.channel}\u0000${row.seq}`;
+      const envelope = byKey.get(key);
+      byKey.delete(key);
+      if (!envelope || envelope.id !== row.id) {
         metrics.notificationsDropped.inc({ reason: 'mismatched' });
         continue;
       }
       checked.push(row);
     }
     await send(checked, batch[0]?.receivedAt ?? null);
-    if (wanted.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, wanted.size);
+    if (byKey.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, byKey.size);
   };
 
   /** Relays the messages committed between two snapshots that were never relayed. */
   const recover = async (low: string, high: string): Promise<void> => {
     const committed = await db.committedBetween(low, high);
-    const missed = committed.filter((m) => !seen.has(m.id) && hub.has(m.channel)).map((m) => m.id);
+    const missed = committed.filter((m) => !seen.has(m.id) && hub.has(m.channel));
     if (missed.length === 0) return;
     for (let i = 0; i < missed.length; i += BATCH) {
       const frames = await db.relayFrames(missed.slice(i, i + BATCH));

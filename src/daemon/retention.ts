@@ -1,7 +1,10 @@
 /**
- * Retention, when this instance is asked to run it (--prune-interval):
- * realtime.prune() in batches until it has no full batch left. Most
- * installations schedule it with pg_cron instead (README).
+ * Retention and partitions. Every instance keeps realtime.messages'
+ * partitions (realtime.maintain_partitions: empty ones ahead, the open one
+ * rolled after partition_span, old ones dropped whole) at start and every
+ * ten minutes; with --prune-interval it also runs realtime.prune(), in
+ * batches until it has no full batch left. Most installations schedule
+ * realtime.prune() with pg_cron instead (README).
  */
 import type { Logger } from 'pino';
 
@@ -9,15 +12,20 @@ import type { Db } from '../db/index.js';
 import { errorText } from './boundary.js';
 
 const BATCH = 100_000;
+const PARTITIONS_EVERY_MS = 10 * 60_000;
 
 export interface Retention {
-  start(): void;
+  /** Partitions now (awaited: a daemon starts with somewhere to write), then on timers. */
+  start(): Promise<void>;
   stop(): void;
 }
 
-export function createRetention(deps: { db: Pick<Db, 'prune'>; logger: Logger }, intervalMs: number): Retention {
+export function createRetention(
+  deps: { db: Pick<Db, 'prune' | 'maintainPartitions'>; logger: Logger },
+  intervalMs: number,
+): Retention {
   const { db, logger } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  const timers: NodeJS.Timeout[] = [];
 
   const prune = async (): Promise<void> => {
     let deleted = 0;
@@ -28,17 +36,26 @@ export function createRetention(deps: { db: Pick<Db, 'prune'>; logger: Logger },
     }
     if (deleted > 0) logger.info({ deleted }, 'pruned old messages');
   };
+  const partitions = async (): Promise<void> => {
+    const done = await db.maintainPartitions();
+    if (done) logger.info({ done }, 'message partitions');
+  };
+  const every = (ms: number, job: () => Promise<void>, what: string): void => {
+    const timer = setInterval(() => {
+      job().catch((err: unknown) => logger.error({ err: errorText(err) }, `${what} failed`));
+    }, ms);
+    timer.unref();
+    timers.push(timer);
+  };
 
   return {
-    start() {
-      if (intervalMs <= 0) return;
-      timer = setInterval(() => {
-        prune().catch((err: unknown) => logger.error({ err: errorText(err) }, 'prune failed'));
-      }, intervalMs);
-      timer.unref();
+    async start() {
+      await partitions().catch((err: unknown) => logger.error({ err: errorText(err) }, 'message partitions failed'));
+      every(PARTITIONS_EVERY_MS, partitions, 'message partitions');
+      if (intervalMs > 0) every(intervalMs, prune, 'prune');
     },
     stop() {
-      clearInterval(timer);
+      for (const timer of timers) clearInterval(timer);
     },
   };
 }

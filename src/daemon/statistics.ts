@@ -1,15 +1,15 @@
 /**
- * Delivery statistics: the sockets each message was written to, added to
- * realtime.messages.ws_audience_count in batches (one statement a second),
- * never one UPDATE per message.
+ * Delivery statistics: the sockets each message was written to, written in
+ * batches (one statement a second) as one row of realtime.message_audience,
+ * never an UPDATE of the message.
  */
 import type { Logger } from 'pino';
 
-import type { Db } from '../db/index.js';
+import type { Db, MessageKey } from '../db/index.js';
 import { errorText } from './boundary.js';
 
 export interface Stats {
-  add(messageId: string, sockets: number): void;
+  add(message: MessageKey, sockets: number): void;
   start(): void;
   /** Writes what is pending; called on stop and by tests. */
   flush(): Promise<void>;
@@ -19,21 +19,34 @@ export interface Stats {
 /** Counts kept while the database is away; past this the oldest are dropped. */
 const MAX_PENDING = 100_000;
 
-export function createStats(deps: { db: Pick<Db, 'addWsAudience'>; logger: Logger }, intervalMs: number): Stats {
+interface Pending {
+  channel: string;
+  seq: string;
+  sockets: number;
+}
+
+export function createStats(deps: { db: Pick<Db, 'recordWsAudience'>; logger: Logger }, intervalMs: number): Stats {
   const { db, logger } = deps;
-  let pending = new Map<string, number>();
+  /** By seq, which is unique across channels. */
+  let pending = new Map<string, Pending>();
   let timer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> | null = null;
+
+  const add = (into: Map<string, Pending>, channel: string, seq: string, sockets: number): void => {
+    const entry = into.get(seq);
+    if (entry) entry.sockets += sockets;
+    else into.set(seq, { channel, seq, sockets });
+  };
 
   const write = async (): Promise<void> => {
     if (pending.size === 0) return;
     const batch = pending;
     pending = new Map();
     try {
-      await db.addWsAudience(batch);
+      await db.recordWsAudience([...batch.values()]);
     } catch (err) {
       logger.warn({ err: errorText(err), messages: batch.size }, 'could not write delivery statistics; will retry');
-      for (const [id, n] of batch) pending.set(id, (pending.get(id) ?? 0) + n);
+      for (const entry of batch.values()) add(pending, entry.channel, entry.seq, entry.sockets);
       while (pending.size > MAX_PENDING) {
         const oldest = pending.keys().next().value;
         if (oldest === undefined) break;
@@ -50,8 +63,8 @@ export function createStats(deps: { db: Pick<Db, 'addWsAudience'>; logger: Logge
   };
 
   return {
-    add(messageId, sockets) {
-      pending.set(messageId, (pending.get(messageId) ?? 0) + sockets);
+    add(message, sockets) {
+      if (sockets > 0) add(pending, message.channel, message.seq, sockets);
     },
     start() {
       timer = setInterval(() => void flush(), intervalMs);

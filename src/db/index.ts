@@ -32,3 +32,4 @@ export function createDb(pool: pg.Pool) {
 }
 
 export type Db = ReturnType<typeof createDb>;
+export type { MessageKey } from './messages.js';

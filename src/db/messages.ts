@@ -1,8 +1,10 @@
 /**
  * Messages: a client publish (realtime.send), the relay's reads (relay_frames,
  * replay_relay_frames, committed_between, stream_info), the row check of
- * change events (change_audience), delivery statistics (add_ws_audience),
- * retention (prune) and the HTTP API's history.
+ * change events (change_audience), delivery statistics (record_ws_audience),
+ * retention (prune, maintain_partitions) and the HTTP API's history. A
+ * message is found by its channel and seq (the primary key of every
+ * partition), never by id.
  */
 import type pg from 'pg';
 
@@ -20,9 +22,16 @@ export interface RelayFrame {
 }
 
 export interface Sent {
-  id: string;
-  seq: number;
+  /** NULL for a repeat whose first message is still being written by another transaction. */
+  id: string | null;
+  seq: number | null;
   duplicate: boolean;
+}
+
+/** Where a message is: its channel and seq (the primary key of realtime.messages). */
+export interface MessageKey {
+  channel: string;
+  seq: string;
 }
 
 export interface StreamInfo {
@@ -53,7 +62,7 @@ export function messageQueries(pool: pg.Pool) {
   return {
     /** realtime.send: a client publish under its INSERT policies; with a used dedupe key, the first message. */
     async send(identity: Identity, message: { channel: string; event: string; payload: unknown; dedupeKey?: string }): Promise<Sent> {
-      const { rows } = await pool.query<{ id: string; seq: string; duplicate: boolean }>({
+      const { rows } = await pool.query<{ id: string | null; seq: string | null; duplicate: boolean }>({
         name: 'realtimed_send',
         text: 'select id, seq, duplicate from realtime.send($1, $2, $3, $4, $5, $6)',
         values: [
@@ -66,15 +75,15 @@ export function messageQueries(pool: pg.Pool) {
       });
       const row = rows[0];
       if (!row) throw new Error('realtime.send returned no row');
-      return { id: row.id, seq: Number(row.seq), duplicate: row.duplicate };
+      return { id: row.id, seq: row.seq === null ? null : Number(row.seq), duplicate: row.duplicate };
     },
 
     /** realtime.relay_frames: frames of the given messages, skipping those already behind `after` (a pg_snapshot). */
-    async relayFrames(ids: string[], after: string | null = null): Promise<RelayFrame[]> {
+    async relayFrames(keys: MessageKey[], after: string | null = null): Promise<RelayFrame[]> {
       const { rows } = await pool.query<{ id: string; seq: string; channel_name: string; frame: string; row_check: boolean }>({
         name: 'realtimed_relay_frames',
-        text: 'select id, seq, channel_name, frame, row_check from realtime.relay_frames($1::uuid[], $2::pg_snapshot)',
-        values: [ids, after],
+        text: 'select id, seq, channel_name, frame, row_check from realtime.relay_frames($1::text[], $2::bigint[], $3::pg_snapshot)',
+        values: [keys.map((k) => k.channel), keys.map((k) => k.seq), after],
       });
       return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name, frame: r.frame, rowCheck: r.row_check }));
     },
@@ -127,11 +136,15 @@ export function messageQueries(pool: pg.Pool) {
     },
 
     /** realtime.change_audience: for each row-checked message, the indexes (into identities) that may see it now. */
-    async changeAudience(ids: string[], identities: Identity[]): Promise<Map<string, Set<number>>> {
+    async changeAudience(keys: MessageKey[], identities: Identity[]): Promise<Map<string, Set<number>>> {
       const { rows } = await pool.query<{ id: string; identity: number }>({
         name: 'realtimed_change_audience',
-        text: 'select id, identity from realtime.change_audience($1::uuid[], $2::jsonb)',
-        values: [ids, JSON.stringify(identities.map((i) => ({ role: i.role, claims: i.claims })))],
+        text: 'select id, identity from realtime.change_audience($1::text[], $2::bigint[], $3::jsonb)',
+        values: [
+          keys.map((k) => k.channel),
+          keys.map((k) => k.seq),
+          JSON.stringify(identities.map((i) => ({ role: i.role, claims: i.claims }))),
+        ],
       });
       const audience = new Map<string, Set<number>>();
       for (const row of rows) {
@@ -142,13 +155,19 @@ export function messageQueries(pool: pg.Pool) {
       return audience;
     },
 
-    /** realtime.add_ws_audience: adds the sockets each message was written to. */
-    async addWsAudience(counts: Map<string, number>): Promise<void> {
+    /** realtime.record_ws_audience: the sockets each message was written to, as one row. */
+    async recordWsAudience(counts: { channel: string; seq: string; sockets: number }[]): Promise<void> {
       await pool.query({
-        name: 'realtimed_add_ws_audience',
-        text: 'select realtime.add_ws_audience($1::uuid[], $2::int[])',
-        values: [[...counts.keys()], [...counts.values()]],
+        name: 'realtimed_record_ws_audience',
+        text: 'select realtime.record_ws_audience($1::text[], $2::bigint[], $3::int[])',
+        values: [counts.map((c) => c.channel), counts.map((c) => c.seq), counts.map((c) => c.sockets)],
       });
+    },
+
+    /** realtime.maintain_partitions: partitions ahead, the open one rolled, old ones dropped; what it did. */
+    async maintainPartitions(): Promise<string> {
+      const { rows } = await pool.query<{ done: string }>('select realtime.maintain_partitions() as done');
+      return rows[0]?.done ?? '';
     },
 
     /** realtime.prune: deletes up to maxRows messages past the retention; returns how many. */

@@ -73,13 +73,15 @@ t.test('a notified message is relayed once; the same notification again changes 
 t.test('a notification the row does not agree with, or of no message, relays nothing', async (t) => {
   const { db, relay, sub, dropped } = await setup(t);
   const m = await publish(db, 1);
-  relay.enqueue(envelope({ ...m, seq: m.seq + 1 }));
-  relay.enqueue(envelope({ id: '0b3f7a52-8c1e-4b8e-9f0a-2a6c1d4e5f60', seq: 1 }));
+  // Found by channel and seq: the row there has another id.
+  relay.enqueue(envelope({ ...m, id: '0b3f7a52-8c1e-4b8e-9f0a-2a6c1d4e5f60' }));
+  // No message at that seq.
+  relay.enqueue(envelope({ id: '1c4f8b63-9d2f-4c9f-8a1b-3b7d2e5f6a71', seq: m.seq + 1 }));
   await relay.idle();
   t.same(sub.ids, [], 'nothing relayed');
   const text = await dropped();
-  t.match(text, /reason="mismatched"} 1/, 'a wrong seq is mismatched');
-  t.match(text, /reason="unknown"} 1/, 'an unknown id is unknown');
+  t.match(text, /reason="mismatched"} 1/, 'another id at that channel and seq is mismatched');
+  t.match(text, /reason="unknown"} 1/, 'a seq with no message is unknown');
 });
 
 t.test('a message committed without a notification is relayed by the recovery pass, once', async (t) => {

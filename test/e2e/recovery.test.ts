@@ -13,7 +13,7 @@ import pg from 'pg';
 
 import { freePort } from '../../src/cli/embedded.js';
 import { migrate } from '../../src/cli/migrate.js';
-import { createDatabase, type TestDatabase } from '../helpers/db.js';
+import { createDatabase, expireClosedPartitions, rollPartition, type TestDatabase } from '../helpers/db.js';
 import { loadExamples, startDaemon } from '../helpers/daemon.js';
 import { ALICE, BOB, userToken } from '../helpers/jwt.js';
 import { TestClient, type Frame } from '../helpers/ws.js';
@@ -206,7 +206,11 @@ t.test('REPLAY_UNAVAILABLE: beyond retention, beyond --max-replay, another epoch
   // Anonymous clients share one identity, so one cursor (from before any message) serves them all.
   const probe = await TestClient.connect(t, wsUrl);
   const { epoch, cursor } = await probe.position('orders');
-  for (let i = 1; i <= 10; i++) await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
+  // Messages 1..4 in a partition of their own (a day, as it were), 5..10 in the next.
+  for (let i = 1; i <= 10; i++) {
+    if (i === 5) await rollPartition(db.pool);
+    await db.pool.query(`select realtime.publish('orders', 'n', jsonb_build_object('i', $1::int))`, [i]);
+  }
   const seqs = (await db.pool.query<{ seq: string }>(`select seq from realtime.messages order by seq`)).rows.map((r) => Number(r.seq));
 
   const cases: [string, Record<string, unknown>, RegExp][] = [
@@ -228,11 +232,9 @@ t.test('REPLAY_UNAVAILABLE: beyond retention, beyond --max-replay, another epoch
   await fine.request({ type: 'subscribe', channel: 'orders', since: seqs[6], epoch, cursor });
   t.same((await collect(fine, 3, 2000)).map((e) => (e['payload'] as { i: number }).i), [8, 9, 10], 'within bounds: replayed');
 
-  await db.pool.query(`
-    alter table realtime.messages disable trigger messages_before_update;
-    update realtime.messages set created_at = now() - interval '2 days' where (payload->>'i')::int <= 4;
-    alter table realtime.messages enable trigger messages_before_update;
-    select realtime.prune();`);
+  // Retention drops the partition of 1..4 whole.
+  await expireClosedPartitions(db.pool);
+  await db.pool.query(`select realtime.prune()`);
   const pruned = await TestClient.connect(t, wsUrl);
   pruned.send({ type: 'subscribe', channel: 'orders', ref: 'p', since: seqs[1], epoch, cursor });
   t.match(await pruned.next((f) => f.type === 'error'), { code: 'REPLAY_UNAVAILABLE', message: /pruned/ },

@@ -241,21 +241,26 @@ t.test('--jwt-audience and --jwt-issuer: only tokens for this audience, from thi
   }
 });
 
-t.test('a dedupe key from a sender without a UUID sub is refused, not answered with another\'s message (finding 7d)', async (t) => {
+t.test('dedupe keys are per sender: any sub claim is its own namespace, anonymous senders have none (finding 7d)', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);
   await db.pool.query(`create policy "anyone publishes to orders" on realtime.messages for insert to anon, authenticated
     with check (realtime.channel_name() = 'orders')`);
   const { wsUrl } = await startDaemon(t, db);
   const victim = await TestClient.connect(t, wsUrl, { token: await sign({ sub: 'auth0|victim', role: 'authenticated' }) });
+  const mallory = await TestClient.connect(t, wsUrl, { token: await sign({ sub: 'auth0|mallory', role: 'authenticated' }) });
   const other = await TestClient.connect(t, wsUrl);
-  for (const client of [victim, other]) await client.subscribe('orders');
+  for (const client of [victim, mallory, other]) await client.subscribe('orders');
   t.match(await other.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' }),
-    { type: 'error', code: 'INVALID_MESSAGE', message: /sub claim is a UUID/ }, 'anon: INVALID_MESSAGE');
+    { type: 'error', code: 'INVALID_MESSAGE', message: /sub claim/ }, 'anon: INVALID_MESSAGE (no sender to tell apart)');
+  const first = await mallory.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' });
+  t.match(first, { type: 'published', messageId: /^[0-9a-f-]{36}$/ }, 'a non-UUID sub publishes with a dedupe key');
+  const victims = await victim.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' });
+  t.match(victims, { type: 'published', messageId: /^[0-9a-f-]{36}$/ }, 'the same key from another sender is its own message');
+  t.notOk(victims['duplicate'], 'not duplicate: true');
+  t.not(victims['messageId'], first['messageId'], 'never someone else\'s message id');
   t.match(await victim.request({ type: 'publish', channel: 'orders', event: 'e', payload: {}, dedupeKey: 'k' }),
-    { type: 'error', code: 'INVALID_MESSAGE' }, 'a non-UUID sub: INVALID_MESSAGE, never duplicate: true');
-  t.match(await victim.request({ type: 'publish', channel: 'orders', event: 'e', payload: {} }),
-    { type: 'published', messageId: /^[0-9a-f-]{36}$/ }, 'without a dedupe key it publishes');
+    { type: 'published', messageId: victims['messageId'], duplicate: true }, 'its own repeat is a duplicate');
 });
 
 t.test('a token expiring while connected closes with 4001 at exp; a refresh keeps the socket', async (t) => {

@@ -116,3 +116,19 @@ export async function createLoginRole(t: Teardown, grants: string[] = []): Promi
   });
   return role;
 }
+
+/**
+ * As if partition_span had passed: the open partition of realtime.messages is
+ * closed and the next one opened (realtime.maintain_partitions rolls it).
+ */
+export async function rollPartition(pool: pg.Pool): Promise<void> {
+  await pool.query(`
+    update realtime.message_partitions set opened_at = now() - interval '400 days'
+    where opened_at is not null and closed_at is null;
+    select realtime.maintain_partitions();`);
+}
+
+/** As if the retention had passed since every closed partition closed (the next prune drops them). */
+export async function expireClosedPartitions(pool: pg.Pool): Promise<void> {
+  await pool.query(`update realtime.message_partitions set closed_at = now() - interval '400 days' where closed_at is not null`);
+}

@@ -81,7 +81,7 @@ async function visible(
   const checked = rows.filter((r) => r.rowCheck);
   let allowed = new Map<string, Set<number>>();
   if (checked.length > 0) {
-    allowed = await db.changeAudience(checked.map((r) => r.id), [identity]);
+    allowed = await db.changeAudience(checked, [identity]);
   }
   return rows.filter((r) => {
     if (r.rowCheck && !allowed.get(r.id)?.has(0)) return false;
