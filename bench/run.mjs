@@ -552,7 +552,9 @@ const ratio = (a, b) => (a === null || b === null || b === 0 || a === undefined 
   }
   for (const row of results.filter((r) => r.scenario === 'path')) {
     const r = ratio(row.systems.realtimed?.perSecond, row.systems.limit?.perSecond);
-    TARGETS.push({ target: `trigger publish path >= 0.9x INSERT+NOTIFY floor (${row.name.split(', ')[1]})`, figure: `${r}x`, holds: r !== null && r >= 0.9 });
+    // Issue 14's targets: 0.8x with durable commits, 0.6x without.
+    const want = row.name.endsWith('=on') ? 0.8 : 0.6;
+    TARGETS.push({ target: `trigger publish path >= ${want}x INSERT+NOTIFY floor (${row.name.split(', ')[1]})`, figure: `${r}x`, holds: r !== null && r >= want });
   }
   const sub = get('subscribes');
   if (sub) TARGETS.push({ target: '>= 2,000 RLS-checked subscribes/s (open sockets)', figure: `${sub.systems.realtimed?.perSecond}/s`, holds: (sub.systems.realtimed?.perSecond ?? 0) >= 2000 });

@@ -35,12 +35,12 @@ select is((select amname from pg_class c join pg_am a on a.oid = c.relam where c
   'messages are found by transaction (realtime.committed_between) through a BRIN index');
 select is((select count(*)::int from pg_index where indrelid = 'realtime.messages'::regclass and indisunique), 1,
   'the primary key is the only unique index (dedupe keys are in realtime.message_dedupe)');
-select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
+select triggers_are('realtime', 'messages', array['messages_before_insert',
   'messages_enqueue_webhooks', 'messages_before_update']);
 select trigger_is('realtime', 'messages', 'messages_before_insert', 'realtime', 'messages_before_insert',
   'messages_before_insert runs realtime.messages_before_insert()');
-select trigger_is('realtime', 'messages', 'messages_notify', 'realtime', 'messages_notify',
-  'messages_notify runs realtime.messages_notify()');
+select ok(pg_get_functiondef('realtime.messages_before_insert()'::regprocedure) like '%pg_notify(''realtime_messages''%',
+  'the insert trigger notifies realtime_messages (no AFTER trigger per row)');
 
 -- Grants: clients may only name channel, event, payload and dedupe key; service_role reads.
 select table_privs_are('realtime', 'messages', 'anon', array[]::text[]);
@@ -79,7 +79,8 @@ select throws_ok($$insert into realtime.messages (channel_name, event_name, payl
   'RT404', null, 'disabled channel: RT404');
 reset role;
 drop policy rt_test_anyone on realtime.messages;
-select col_has_check('realtime', 'messages', 'sender_type', 'sender_type is system or user (a CHECK)');
+select is((select count(*)::int from pg_constraint where conrelid = 'realtime.messages'::regclass and contype = 'c'), 0,
+  'no CHECK constraints: the insert trigger validates every row (and a system message is dropped, not refused)');
 set local role authenticated;
 select throws_ok($$insert into realtime.messages (seq, channel_name, event_name) values (1, 'chat:1', 'e')$$,
   '42501', null, 'a client cannot choose seq');

@@ -19,7 +19,7 @@ select views_are('realtime', array['channel_stats', 'webhook_failures', 'message
 select functions_are('realtime', array[
   'version', 'max_payload_bytes', 'channel_name', 'claims', 'role', 'uid',
   'is_valid_channel_name', 'is_valid_channel_pattern', 'is_valid_event_name', 'are_valid_webhook_urls',
-  'touch_updated_at', 'match_channel', 'messages_before_insert', 'messages_notify',
+  'touch_updated_at', 'match_channel', 'messages_before_insert',
   'publish', 'impersonate', 'can_subscribe', 'can_publish',
   'authorize_subscribe', 'send', 'channels_notify',
   'messages_enqueue_webhooks', 'messages_before_update', 'webhook_body', 'claim_webhook_deliveries',
@@ -29,7 +29,7 @@ select functions_are('realtime', array[
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
-  'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience']);
+  'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.

@@ -13,7 +13,7 @@ select indexes_are('realtime', 'webhook_deliveries', array['webhook_deliveries_p
   'webhook_deliveries_due_idx', 'webhook_deliveries_leased_idx', 'webhook_deliveries_message_seq_idx']);
 select columns_are('realtime', 'webhook_attempts', array['id', 'delivery_id', 'attempt', 'status', 'error', 'duration_ms', 'attempted_at']);
 select fk_ok('realtime', 'webhook_attempts', 'delivery_id', 'realtime', 'webhook_deliveries', 'id', 'attempts belong to a delivery');
-select triggers_are('realtime', 'messages', array['messages_before_insert', 'messages_notify',
+select triggers_are('realtime', 'messages', array['messages_before_insert',
   'messages_enqueue_webhooks', 'messages_before_update']);
 select table_privs_are('realtime', 'webhook_deliveries', 'service_role', array['SELECT']);
 select table_privs_are('realtime', 'webhook_deliveries', 'authenticated', array[]::text[]);

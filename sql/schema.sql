@@ -297,13 +297,7 @@ create table realtime.messages (
   wh_delivered_count integer,
   xact_id xid8 default pg_current_xact_id() not null,
   created_at timestamp with time zone default now() not null,
-  constraint messages_pkey PRIMARY KEY (channel_name, seq),
-  constraint messages_channel_name_check CHECK (realtime.is_valid_channel_name(channel_name)),
-  constraint messages_dedupe_key_check CHECK (((octet_length(dedupe_key) >= 1) AND (octet_length(dedupe_key) <= 255))),
-  constraint messages_event_name_check CHECK (realtime.is_valid_event_name(event_name)),
-  constraint messages_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
-  constraint messages_sender_type_check CHECK ((sender_type = ANY (ARRAY['system'::text, 'user'::text]))),
-  constraint messages_wh_audience_count_check CHECK ((wh_audience_count >= 0))
+  constraint messages_pkey PRIMARY KEY (channel_name, seq)
 ) partition by RANGE (seq);
 -- Its partitions come and go with realtime.maintain_partitions() (listed in realtime.message_partitions).
 alter table realtime.messages enable row level security;
@@ -338,8 +332,6 @@ CREATE TRIGGER messages_before_update BEFORE UPDATE ON realtime.messages FOR EAC
 comment on trigger messages_before_update on realtime.messages is 'Messages are immutable.';
 CREATE TRIGGER messages_enqueue_webhooks AFTER INSERT ON realtime.messages FOR EACH ROW WHEN ((new.wh_audience_count > 0)) EXECUTE FUNCTION realtime.messages_enqueue_webhooks();
 comment on trigger messages_enqueue_webhooks on realtime.messages is 'A committed system message always has its webhook deliveries recorded.';
-CREATE TRIGGER messages_notify AFTER INSERT ON realtime.messages FOR EACH ROW EXECUTE FUNCTION realtime.messages_notify();
-comment on trigger messages_notify on realtime.messages is 'Wakes the daemon for each committed message.';
 grant select on table realtime.messages to service_role;
 grant insert (channel_name, event_name, payload, dedupe_key) on table realtime.messages to anon, authenticated;
 grant insert (id, channel_name, event_name, payload, dedupe_key) on table realtime.messages to public;
@@ -911,17 +903,24 @@ comment on function realtime.changes_trigger() is 'Trigger installed by realtime
 
 -- realtime.channel_for_insert(text)
 
-CREATE OR REPLACE FUNCTION realtime.channel_for_insert(channel_name text, OUT channel_id uuid, OUT max_message_bytes integer, OUT webhook_count integer)
+CREATE OR REPLACE FUNCTION realtime.channel_for_insert(channel_name text, OUT channel_id uuid, OUT max_message_bytes integer, OUT webhook_count integer, OUT payload_cap integer)
  RETURNS record
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-  select c.id, c.max_message_bytes, coalesce(pg_catalog.cardinality(c.webhook_urls), 0)
-  from (select realtime.match_channel(channel_for_insert.channel_name) as id) m
-  left join realtime.channels c on c.id = m.id
+declare
+  v realtime.channels := realtime.channel_row(channel_for_insert.channel_name);
+begin
+  payload_cap := coalesce((select c.max_payload_bytes from realtime.config c), 65536);
+  if v.enabled then
+    channel_id := v.id;
+    max_message_bytes := v.max_message_bytes;
+    webhook_count := coalesce(pg_catalog.cardinality(v.webhook_urls), 0);
+  end if;
+end
 $function$;
-comment on function realtime.channel_for_insert(text) is 'For the insert trigger: the enabled channel a name matches (NULL when none), its max_message_bytes and how many webhook URLs it has, read as the owner (a client may not see the row).';
+comment on function realtime.channel_for_insert(text) is 'For the insert trigger, in one call: the enabled channel a name matches (NULL when none), its max_message_bytes and how many webhook URLs it has, and realtime.config.max_payload_bytes, read as the owner (a client may not see the rows).';
 grant execute on function realtime.channel_for_insert(text) to public;
 
 -- realtime.channel_name()
@@ -934,6 +933,41 @@ CREATE OR REPLACE FUNCTION realtime.channel_name()
 AS $function$ select nullif(pg_catalog.current_setting('realtime.channel_name', true), '') $function$;
 comment on function realtime.channel_name() is 'The concrete channel being subscribed to or published on (setting realtime.channel_name), e.g. ''order:42'' for the channel row with pattern ''order:%''. NULL outside a request.';
 grant execute on function realtime.channel_name() to anon, authenticated, service_role;
+
+-- realtime.channel_row(text)
+
+CREATE OR REPLACE FUNCTION realtime.channel_row(channel_name text)
+ RETURNS realtime.channels
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO ''
+AS $function$
+declare
+  v realtime.channels;
+begin
+  if not realtime.is_valid_channel_name(channel_row.channel_name) then
+    return v;
+  end if;
+  -- An exact pattern wins (names cannot contain %, so = finds exact patterns only).
+  select c.* into v from realtime.channels c where c.pattern = channel_row.channel_name;
+  if not found then
+    -- Among wildcards: longest literal prefix, then most literal characters,
+    -- then the pattern itself (C collation) so ties are deterministic.
+    -- Only % is a wildcard: escape LIKE's \ and _ first.
+    select c.* into v
+    from realtime.channels c
+    where pg_catalog.strpos(c.pattern, '%') > 0
+      and channel_row.channel_name like
+          pg_catalog.replace(pg_catalog.replace(c.pattern, E'\\', E'\\\\'), '_', E'\\_')
+    order by pg_catalog.strpos(c.pattern, '%') desc,
+             pg_catalog.length(pg_catalog.replace(c.pattern, '%', '')) desc,
+             c.pattern collate "C"
+    limit 1;
+  end if;
+  return v;
+end
+$function$;
+comment on function realtime.channel_row(text) is 'The channel row a concrete name matches (exact pattern, else the longest literal prefix), enabled or not; all NULL when none. Runs as its caller: only match_channel and channel_for_insert call it, as the owner.';
 
 -- realtime.channels_notify()
 
@@ -1093,7 +1127,7 @@ declare
 begin
   -- Created apart and attached: ATTACH PARTITION locks realtime.messages in
   -- SHARE UPDATE EXCLUSIVE mode only, which publishers never wait for.
-  execute pg_catalog.format('create table realtime.%I (like realtime.messages including defaults including constraints)', v_name);
+  execute pg_catalog.format('create table realtime.%I (like realtime.messages including defaults)', v_name);
   execute pg_catalog.format('alter table realtime.%I add constraint %I check (seq >= %s and seq < %s)',
                             v_name, v_name || '_range', seq_from, seq_from + (1::bigint << 32));
   execute pg_catalog.format('alter table realtime.%I enable row level security', v_name);
@@ -1475,31 +1509,9 @@ CREATE OR REPLACE FUNCTION realtime.match_channel(channel_name text)
  SET search_path TO ''
 AS $function$
 declare
-  v_id uuid;
-  v_enabled boolean;
+  v realtime.channels := realtime.channel_row(match_channel.channel_name);
 begin
-  if not realtime.is_valid_channel_name(channel_name) then
-    return null;
-  end if;
-  -- An exact pattern wins (names cannot contain %, so = finds exact patterns only).
-  select c.id, c.enabled into v_id, v_enabled
-  from realtime.channels c
-  where c.pattern = match_channel.channel_name;
-  if not found then
-    -- Among wildcards: longest literal prefix, then most literal characters,
-    -- then the pattern itself (C collation) so ties are deterministic.
-    -- Only % is a wildcard: escape LIKE's \ and _ first.
-    select c.id, c.enabled into v_id, v_enabled
-    from realtime.channels c
-    where pg_catalog.strpos(c.pattern, '%') > 0
-      and match_channel.channel_name like
-          pg_catalog.replace(pg_catalog.replace(c.pattern, E'\\', E'\\\\'), '_', E'\\_')
-    order by pg_catalog.strpos(c.pattern, '%') desc,
-             pg_catalog.length(pg_catalog.replace(c.pattern, '%', '')) desc,
-             c.pattern collate "C"
-    limit 1;
-  end if;
-  return case when v_enabled then v_id end;
+  return case when v.enabled then v.id end;
 end
 $function$;
 comment on function realtime.match_channel(text) is 'The id of the channel a concrete name belongs to, or NULL. The best match (exact, else longest literal prefix) decides; if it is disabled the result is NULL. Only % is a wildcard.';
@@ -1509,10 +1521,14 @@ grant execute on function realtime.match_channel(text) to anon, authenticated, p
 
 CREATE OR REPLACE FUNCTION realtime.max_payload_bytes()
  RETURNS integer
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
-AS $function$ select coalesce((select c.max_payload_bytes from realtime.config c), 65536) $function$;
+AS $function$
+begin
+  return coalesce((select c.max_payload_bytes from realtime.config c), 65536);
+end
+$function$;
 comment on function realtime.max_payload_bytes() is 'The payload cap from realtime.config (65536 if the row is missing).';
 grant execute on function realtime.max_payload_bytes() to anon, authenticated, public, service_role;
 
@@ -1520,16 +1536,16 @@ grant execute on function realtime.max_payload_bytes() to anon, authenticated, p
 
 CREATE OR REPLACE FUNCTION realtime.may_publish()
  RETURNS boolean
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO ''
 AS $function$
-  select r.rolsuper
-      or pg_catalog.pg_has_role(current_user, 'service_role', 'MEMBER')
+begin
+  -- A superuser is a member of every role, service_role included.
+  return pg_catalog.pg_has_role(current_user, 'service_role', 'MEMBER')
       or not (pg_catalog.pg_has_role(current_user, 'anon', 'MEMBER')
-              or pg_catalog.pg_has_role(current_user, 'authenticated', 'MEMBER'))
-  from pg_catalog.pg_roles r
-  where r.rolname = current_user
+              or pg_catalog.pg_has_role(current_user, 'authenticated', 'MEMBER'));
+end
 $function$;
 comment on function realtime.may_publish() is 'Whether the current role may write system messages (realtime.publish, or an INSERT into realtime.messages): any role but a client role. Client roles are anon, authenticated and every role that is a member of either (inherited or not), unless it is a superuser or a member of service_role.';
 grant execute on function realtime.may_publish() to public;
@@ -1569,9 +1585,11 @@ begin
       v_channel := realtime.channel_for_insert(new.channel_name);
       if v_channel.channel_id is null then
         v_reason := 'no_channel';
-      else
+      elsif pg_catalog.pg_column_size(new.payload) * 6 + 64 > v_channel.payload_cap then
+        -- Its JSON text is at most six bytes per stored byte (\u0001): only
+        -- a payload that might be over the cap is measured as text.
         v_bytes := pg_catalog.octet_length(new.payload::text);
-        if v_bytes > realtime.max_payload_bytes() then
+        if v_bytes > v_channel.payload_cap then
           v_reason := 'payload_too_large';
         end if;
       end if;
@@ -1594,6 +1612,10 @@ begin
     end if;
     new.channel_id := v_channel.channel_id;
     new.wh_audience_count := v_channel.webhook_count;
+    -- Wakes the daemon at commit (a hint: it reads the row); from here rather
+    -- than an AFTER trigger, which cost a queued event and a second call.
+    perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
+                                 || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
     return new;
   end if;
 
@@ -1607,13 +1629,28 @@ begin
       using errcode = 'RT400',
             detail = 'A channel name is 1 to 255 bytes without white space, control characters or %.';
   end if;
+  if not realtime.is_valid_event_name(new.event_name) then
+    raise exception 'new row for relation "messages" violates check constraint "messages_event_name_check"'
+      using errcode = '23514', constraint = 'messages_event_name_check', table = 'messages', schema = 'realtime',
+            detail = 'An event name is 1 to 255 bytes without control characters.';
+  end if;
+  if pg_catalog.jsonb_typeof(new.payload) is distinct from 'object' then
+    raise exception 'new row for relation "messages" violates check constraint "messages_payload_check"'
+      using errcode = '23514', constraint = 'messages_payload_check', table = 'messages', schema = 'realtime',
+            detail = 'The payload is a JSON object.';
+  end if;
+  if new.dedupe_key is not null and pg_catalog.octet_length(new.dedupe_key) not between 1 and 255 then
+    raise exception 'new row for relation "messages" violates check constraint "messages_dedupe_key_check"'
+      using errcode = '23514', constraint = 'messages_dedupe_key_check', table = 'messages', schema = 'realtime',
+            detail = 'A dedupe key is 1 to 255 bytes.';
+  end if;
   v_channel := realtime.channel_for_insert(new.channel_name);
   if v_channel.channel_id is null then
     raise exception 'realtime: no enabled channel matches "%"', new.channel_name using errcode = 'RT404';
   end if;
   new.channel_id := v_channel.channel_id;
   v_bytes := pg_catalog.octet_length(new.payload::text);
-  v_cap := realtime.max_payload_bytes();
+  v_cap := v_channel.payload_cap;
   if v_bytes > v_cap then
     raise exception 'realtime: payload is % bytes, over the limit of % bytes', v_bytes, v_cap
       using errcode = 'RT413', hint = 'The limit is realtime.config.max_payload_bytes.';
@@ -1636,10 +1673,12 @@ begin
       return null;
     end if;
   end if;
+  perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
+                               || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
   return new;
 end
 $function$;
-comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising; a repeated dedupe key (realtime.claim_dedupe_key) skips the row. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a sub claim, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience.';
+comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising; a repeated dedupe key (realtime.claim_dedupe_key) skips the row. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a sub claim, 23514 (as the CHECK constraints it replaces) bad event name, payload or dedupe key, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience, and notifies realtime_messages with {"v":1,"id","seq","channel"} (delivered at commit, or never). realtime.messages has no CHECK constraints: this trigger is what validates.';
 
 -- realtime.messages_before_update()
 
@@ -1675,22 +1714,6 @@ begin
 end
 $function$;
 comment on function realtime.messages_enqueue_webhooks() is 'Trigger: writes the outbox rows of a system message in its own transaction, and wakes the daemon (NOTIFY realtime_webhooks). SECURITY DEFINER: the writer of a system message need not see the outbox.';
-
--- realtime.messages_notify()
-
-CREATE OR REPLACE FUNCTION realtime.messages_notify()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO ''
-AS $function$
-begin
-  -- A hint only (any role can NOTIFY any channel): the daemon reads the row.
-  perform pg_catalog.pg_notify('realtime_messages', pg_catalog.json_build_object(
-    'v', 1, 'id', new.id, 'seq', new.seq, 'channel', new.channel_name)::text);
-  return null;
-end
-$function$;
-comment on function realtime.messages_notify() is 'Trigger: NOTIFY realtime_messages with {"v":1,"id","seq","channel"} (under 600 bytes whatever the payload). Delivered at commit; never sent if the transaction rolls back.';
 
 -- realtime.needs_row_check(realtime.messages)
 

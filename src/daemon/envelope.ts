@@ -13,7 +13,7 @@ export const PRESENCE_CHANNEL = 'realtime_presence';
 export const EPHEMERAL_CHANNEL = 'realtime_ephemeral';
 export const ALL_CHANNELS = [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL, PRESENCE_CHANNEL, EPHEMERAL_CHANNEL];
 
-/** The notification envelope of realtime.messages_notify() (docs/sql.md). */
+/** The notification envelope the insert trigger of realtime.messages sends (docs/sql.md). */
 export interface Envelope {
   id: string;
   seq: number;
