@@ -3,7 +3,7 @@
 -- snapshot high, in seq order: snapshots, not seqs, since a lower seq can
 -- commit after a higher one.
 begin;
-select plan(4);
+select plan(5);
 
 select function_privs_are('realtime', 'committed_between', array['pg_snapshot', 'pg_snapshot'], 'service_role', array['EXECUTE'],
   'the daemon may look for gaps');
@@ -24,6 +24,12 @@ select is_empty($$select * from realtime.committed_between((select before from s
 select results_eq($$select c.channel_name, (select payload->>'n' from realtime.messages m where m.id = c.id)
                     from realtime.committed_between((select before from snaps), (select after from snaps)) c$$,
   $$values ('c:1'::text, '1'::text), ('c:1', '2'), ('c:2', '3')$$, 'once committed, they are found, in seq order');
+-- A transaction left open since long before (xid 3 here) and still open at
+-- high does not move where the search starts, nor hide what committed.
+select results_eq($$select count(*)::int from realtime.committed_between(
+                      format('3:%s:3,%s', (select x from snaps) + 1, (select x from snaps))::pg_snapshot,
+                      format('3:%s:3', (select x from snaps) + 1)::pg_snapshot)$$,
+  $$values (3)$$, 'with an old transaction still open, what committed since is found');
 select is_empty($$select * from realtime.committed_between((select running from snaps), (select running from snaps))$$,
   'nothing between a snapshot and itself');
 

@@ -4,7 +4,7 @@ begin;
 select plan(22);
 
 select columns_are('realtime', 'config', array['id', 'max_payload_bytes', 'webhook_max_attempts', 'webhook_backoff_ms',
-  'webhook_max_backoff_ms', 'retention', 'epoch', 'pruned_through_seq', 'partition_span']);
+  'webhook_max_backoff_ms', 'retention', 'epoch', 'pruned_through_seq', 'partition_span', 'delivery']);
 select results_eq('select id, max_payload_bytes, webhook_max_attempts, webhook_backoff_ms, retention from realtime.config',
   $$values (true, 65536, 5, 1000, interval '24 hours')$$,
   'one row; defaults: 64 KiB payloads, 5 webhook attempts from 1 s, 24 hours retention');

@@ -29,7 +29,8 @@ select functions_are('realtime', array[
   'presence_members', 'send_ephemeral', 'changes_trigger', 'enable_changes', 'disable_changes',
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
-  'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row']);
+  'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row',
+  'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -77,7 +78,8 @@ select is_empty($$
                           'record_webhook_attempts', 'add_ws_audience', 'prune', 'stream_info',
                           'changes_trigger', 'enable_changes', 'disable_changes',
                           'record_drop', 'channel_for_insert', 'system_message_id', 'messages_enqueue_webhooks',
-                          'maintain_partitions', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience')
+                          'maintain_partitions', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience',
+                          'insert_context', 'delivery_mode', 'summarize_messages')
 $$, 'only the documented functions are SECURITY DEFINER');
 select isnt_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish runs as its caller: the role it sees decides');
 select is_definer('realtime', 'match_channel', array['text']);
@@ -93,7 +95,8 @@ select is_empty($$
                       'realtime.max_payload_bytes()'::regprocedure, 'realtime.uid()'::regprocedure, 'realtime.claims()'::regprocedure,
                       'realtime.is_valid_channel_name(text)'::regprocedure, 'realtime.is_valid_event_name(text)'::regprocedure,
                       'realtime.claim_dedupe_key(text,text,text,uuid,bigint)'::regprocedure,
-                      'realtime.dedupe_first(text,text,text)'::regprocedure)
+                      'realtime.dedupe_first(text,text,text)'::regprocedure,
+                      'realtime.insert_context(text)'::regprocedure)
   union all
   select c.oid::regclass::text from pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
   where c.relnamespace = 'realtime'::regnamespace and a.grantee = 0
@@ -135,9 +138,10 @@ select results_eq('select version, name from realtime.schema_versions order by v
                   $$values (1, 'foundation'), (2, 'daemon'), (3, 'webhooks'), (4, 'replay'), (5, 'hot paths'), (6, 'webhook backoff on network errors'),
                     (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
                     (10, 'channel subscribers across instances'), (11, 'drop superseded functions'),
-                    (12, 'publish by privilege'), (13, 'a publish path a busy primary can carry')$$,
+                    (12, 'publish by privilege'), (13, 'a publish path a busy primary can carry'),
+                    (14, 'delivery that never holds the business commit')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 13, 'realtime.version() is the highest migration');
+select is(realtime.version(), 14, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

@@ -134,7 +134,9 @@ create table realtime.config (
   epoch text default (gen_random_uuid())::text not null,
   pruned_through_seq bigint default 0 not null,
   partition_span interval default '1 day'::interval not null,
+  delivery text default 'notify'::text not null,
   constraint config_pkey PRIMARY KEY (id),
+  constraint config_delivery_check CHECK ((delivery = ANY (ARRAY['notify'::text, 'wal'::text, 'poll'::text]))),
   constraint config_id_check CHECK (id),
   constraint config_max_payload_bytes_check CHECK (((max_payload_bytes >= 2) AND (max_payload_bytes <= 104857600))),
   constraint config_partition_span_check CHECK (((partition_span >= '00:01:00'::interval) AND (partition_span <= '31 days'::interval))),
@@ -154,6 +156,9 @@ comment on column realtime.config.retention is 'How long realtime.prune() keeps 
 comment on column realtime.config.epoch is 'Part of the stream epoch (realtime.stream_info): set a new value (update realtime.config set epoch = gen_random_uuid()) after resetting or restoring messages, so clients resync instead of replaying from a seq that now means something else.';
 comment on column realtime.config.pruned_through_seq is 'The highest seq realtime.prune() deleted: a replay from below it may have lost messages (REPLAY_UNAVAILABLE).';
 comment on column realtime.config.partition_span is 'How long one partition of realtime.messages takes new messages (realtime.maintain_partitions). A partition is dropped whole once retention has passed since it took its last message, so messages are kept between retention and retention + partition_span.';
+comment on column realtime.config.delivery is 'How committed messages reach the daemons (docs/delivery.md): notify (a NOTIFY per publishing transaction; it takes the cluster-wide notification lock at commit), wal (logical replication of realtime.messages through publication realtime_messages; needs wal_level = logical and a role with REPLICATION) or poll (each daemon reads what committed every --poll-interval ms). In wal and poll no business transaction NOTIFYs. Daemons follow a change within a second.';
+CREATE TRIGGER config_notify AFTER UPDATE ON realtime.config FOR EACH ROW EXECUTE FUNCTION realtime.config_notify();
+comment on trigger config_notify on realtime.config is 'Tells the daemons that the delivery mode changed.';
 
 -- realtime.dropped_messages
 
@@ -1106,14 +1111,33 @@ AS $function$
   -- The xact_id bounds are written as the BRIN index's expression so it is used.
   select m.id, m.seq, m.channel_name
   from realtime.messages m
-  where ((m.xact_id::text)::bigint) >= (pg_catalog.pg_snapshot_xmin(committed_between.low)::text)::bigint
+  where ((m.xact_id::text)::bigint) >= coalesce(
+          (select pg_catalog.min((x::text)::bigint) from pg_catalog.pg_snapshot_xip(committed_between.low) x
+           where pg_catalog.pg_visible_in_snapshot(x, committed_between.high)),
+          (pg_catalog.pg_snapshot_xmax(committed_between.low)::text)::bigint)
     and ((m.xact_id::text)::bigint) < (pg_catalog.pg_snapshot_xmax(committed_between.high)::text)::bigint
     and pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.high)
     and not pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.low)
   order by m.seq
 $function$;
-comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one.';
+comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one. Reads from the oldest transaction that was in progress at low and committed by high (else from low''s xmax), so a long open transaction does not widen every pass.';
 grant execute on function realtime.committed_between(pg_snapshot, pg_snapshot) to service_role;
+
+-- realtime.config_notify()
+
+CREATE OR REPLACE FUNCTION realtime.config_notify()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+begin
+  if new.delivery is distinct from old.delivery then
+    perform pg_catalog.pg_notify('realtime_channels', '{"v":1,"op":"DELIVERY"}');
+  end if;
+  return null;
+end
+$function$;
+comment on function realtime.config_notify() is 'Trigger: tells the daemons (NOTIFY realtime_channels, op DELIVERY) that realtime.config.delivery changed.';
 
 -- realtime.create_message_partition(bigint)
 
@@ -1156,6 +1180,17 @@ AS $function$
 $function$;
 comment on function realtime.dedupe_first(text, text, text) is 'The message a dedupe key first wrote (id, seq), or NULLs.';
 grant execute on function realtime.dedupe_first(text, text, text) to public;
+
+-- realtime.delivery_mode()
+
+CREATE OR REPLACE FUNCTION realtime.delivery_mode()
+ RETURNS text
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO ''
+AS $function$ select coalesce((select c.delivery from realtime.config c), 'notify') $function$;
+comment on function realtime.delivery_mode() is 'For the daemon: realtime.config.delivery.';
+grant execute on function realtime.delivery_mode() to service_role;
 
 -- realtime.disable_changes(regclass)
 
@@ -1317,6 +1352,30 @@ end
 $function$;
 comment on function realtime.impersonate(text, jsonb) is 'For tests and server code: until the transaction ends (or RESET ROLE), act as role with these JWT claims, as the daemon does per request. Refuses superuser and BYPASSRLS roles.';
 grant execute on function realtime.impersonate(text, jsonb) to service_role;
+
+-- realtime.insert_context(text)
+
+CREATE OR REPLACE FUNCTION realtime.insert_context(channel_name text, OUT channel_id uuid, OUT max_message_bytes integer, OUT webhook_count integer, OUT payload_cap integer, OUT notify boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v realtime.channels := realtime.channel_row(insert_context.channel_name);
+begin
+  select c.max_payload_bytes, c.delivery = 'notify' into payload_cap, notify from realtime.config c;
+  payload_cap := coalesce(payload_cap, 65536);
+  notify := coalesce(notify, true);
+  if v.enabled then
+    channel_id := v.id;
+    max_message_bytes := v.max_message_bytes;
+    webhook_count := coalesce(pg_catalog.cardinality(v.webhook_urls), 0);
+  end if;
+end
+$function$;
+comment on function realtime.insert_context(text) is 'For the insert trigger, in one call: the enabled channel a name matches (NULL when none), its max_message_bytes and how many webhook URLs it has, realtime.config.max_payload_bytes, and whether to NOTIFY (realtime.config.delivery = notify), read as the owner (a client may not see the rows).';
+grant execute on function realtime.insert_context(text) to public;
 
 -- realtime.instance_heartbeat(uuid, interval, text, integer)
 
@@ -1582,7 +1641,7 @@ begin
     elsif new.dedupe_key is not null and pg_catalog.octet_length(new.dedupe_key) not between 1 and 255 then
       v_reason := 'invalid_dedupe_key';
     else
-      v_channel := realtime.channel_for_insert(new.channel_name);
+      v_channel := realtime.insert_context(new.channel_name);
       if v_channel.channel_id is null then
         v_reason := 'no_channel';
       elsif pg_catalog.pg_column_size(new.payload) * 6 + 64 > v_channel.payload_cap then
@@ -1612,10 +1671,12 @@ begin
     end if;
     new.channel_id := v_channel.channel_id;
     new.wh_audience_count := v_channel.webhook_count;
-    -- Wakes the daemon at commit (a hint: it reads the row); from here rather
-    -- than an AFTER trigger, which cost a queued event and a second call.
-    perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
-                                 || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
+    if v_channel.notify then
+      -- Wakes the daemons at commit (a hint: they read the row). Not in
+      -- delivery wal or poll, where the daemons find the row themselves.
+      perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
+                                   || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
+    end if;
     return new;
   end if;
 
@@ -1644,7 +1705,7 @@ begin
       using errcode = '23514', constraint = 'messages_dedupe_key_check', table = 'messages', schema = 'realtime',
             detail = 'A dedupe key is 1 to 255 bytes.';
   end if;
-  v_channel := realtime.channel_for_insert(new.channel_name);
+  v_channel := realtime.insert_context(new.channel_name);
   if v_channel.channel_id is null then
     raise exception 'realtime: no enabled channel matches "%"', new.channel_name using errcode = 'RT404';
   end if;
@@ -1673,12 +1734,14 @@ begin
       return null;
     end if;
   end if;
-  perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
-                               || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
+  if v_channel.notify then
+    perform pg_catalog.pg_notify('realtime_messages', '{"v":1,"id":"' || new.id::text || '","seq":' || new.seq::text
+                                 || ',"channel":' || pg_catalog.to_json(new.channel_name)::text || '}');
+  end if;
   return new;
 end
 $function$;
-comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising; a repeated dedupe key (realtime.claim_dedupe_key) skips the row. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a sub claim, 23514 (as the CHECK constraints it replaces) bad event name, payload or dedupe key, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience, and notifies realtime_messages with {"v":1,"id","seq","channel"} (delivered at commit, or never). realtime.messages has no CHECK constraints: this trigger is what validates.';
+comment on function realtime.messages_before_insert() is 'Trigger: a row written by a role that may publish (realtime.may_publish) is a system message; it is validated and, when it cannot be written (bad name, event, payload or dedupe key, no enabled channel, over the payload cap), dropped with a WARNING and a row in realtime.dropped_messages instead of raising; a repeated dedupe key (realtime.claim_dedupe_key) skips the row. Any other row is a client''s: sender_type user, sender_id from its claims, a fresh id; RT400 bad name or a dedupe key without a sub claim, 23514 (as the CHECK constraints it replaces) bad event name, payload or dedupe key, RT404 no enabled channel, RT413 over a payload cap. Sets the channel and the webhook audience (realtime.insert_context) and, in delivery notify only, notifies realtime_messages with {"v":1,"id","seq","channel"} (delivered at commit, or never). realtime.messages has no CHECK constraints: this trigger is what validates.';
 
 -- realtime.messages_before_update()
 
@@ -1708,12 +1771,15 @@ begin
   from realtime.channels c, pg_catalog.unnest(c.webhook_urls) as u(url)
   where c.id = new.channel_id
   on conflict do nothing;
-  -- One wake-up per transaction: identical notifications are delivered once.
-  perform pg_catalog.pg_notify('realtime_webhooks', '');
+  -- One wake-up per transaction (identical notifications are delivered once);
+  -- in delivery wal and poll the daemons see the message and wake themselves.
+  if (select c.delivery from realtime.config c) = 'notify' then
+    perform pg_catalog.pg_notify('realtime_webhooks', '');
+  end if;
   return null;
 end
 $function$;
-comment on function realtime.messages_enqueue_webhooks() is 'Trigger: writes the outbox rows of a system message in its own transaction, and wakes the daemon (NOTIFY realtime_webhooks). SECURITY DEFINER: the writer of a system message need not see the outbox.';
+comment on function realtime.messages_enqueue_webhooks() is 'Trigger: writes the outbox rows of a system message in its own transaction and, in delivery notify, wakes the daemon (NOTIFY realtime_webhooks). SECURITY DEFINER: the writer of a system message need not see the outbox.';
 
 -- realtime.needs_row_check(realtime.messages)
 
@@ -2195,6 +2261,35 @@ AS $function$
 $function$;
 comment on function realtime.stream_info() is 'The stream epoch (changes with realtime.config.epoch, the database, and the WAL timeline: a restore or failover), the highest seq allocated, and realtime.config.pruned_through_seq.';
 grant execute on function realtime.stream_info() to service_role;
+
+-- realtime.summarize_messages()
+
+CREATE OR REPLACE FUNCTION realtime.summarize_messages()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+ SET lock_timeout TO '50ms'
+AS $function$
+declare
+  v_index regclass;
+  v_done integer := 0;
+begin
+  for v_index in
+    select i.indexrelid::regclass
+    from realtime.message_partitions p
+    join pg_catalog.pg_index i on i.indrelid = pg_catalog.to_regclass('realtime.' || pg_catalog.quote_ident(p.table_name))
+    join pg_catalog.pg_class c on c.oid = i.indexrelid
+    join pg_catalog.pg_am a on a.oid = c.relam and a.amname = 'brin'
+    where p.opened_at is not null and p.closed_at is null
+  loop
+    v_done := v_done + pg_catalog.brin_summarize_new_values(v_index);
+  end loop;
+  return v_done;
+end
+$function$;
+comment on function realtime.summarize_messages() is 'For the daemon in delivery poll, every second: summarizes the new page ranges of the open partition''s BRIN indexes (brin_summarize_new_values), so a poll reads a second of messages, not everything since the last VACUUM. Waits at most 50 ms for its lock (another daemon, VACUUM) and then fails; the next call catches up.';
+grant execute on function realtime.summarize_messages() to service_role;
 
 -- realtime.system_message_id(text, text)
 
