@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import pg from 'pg';
 
 import * as q from '../db/doctor.js';
+import { deliveryMode, notifyQueueUsage, realtimedSlots, walProblem } from '../db/replication.js';
 import { parseDatabaseUrl } from '../db/url.js';
 import { RealtimedError, fromPgError } from './errors.js';
 import type { CliIo } from './io.js';
@@ -89,6 +90,8 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
       }
     }
 
+    await checkDelivery(client, options.listenUrl ?? target.url, add);
+
     const wanted = [...new Set([...options.roles, 'service_role'])];
     const roles = await q.roleMemberships(client, wanted);
     const missing = roles.filter((r) => !r.exists).map((r) => r.role);
@@ -147,6 +150,40 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
     throw fromPgError(err, target.where);
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+const MB = 1024 * 1024;
+
+/** realtime.config.delivery and what it needs; the NOTIFY queue; realtimed's replication slots. */
+async function checkDelivery(client: pg.Client, listenUrl: string, add: (level: Level, check: string, message: string) => void): Promise<void> {
+  const mode = await deliveryMode(client);
+  if (mode === null) {
+    add('warn', 'delivery', 'could not read realtime.config.delivery (this login is not a member of service_role)');
+  } else if (mode === 'notify') {
+    const usage = await notifyQueueUsage(client);
+    const used = `${(usage * 100).toFixed(usage < 0.01 ? 2 : 0)}%`;
+    if (usage >= 0.5) {
+      add('fail', 'delivery', `notify: the NOTIFY queue is ${used} full; when it fills, publishing commits fail. A session holding a LISTEN open in a long transaction stops it from emptying (pg_stat_activity), or switch: update realtime.config set delivery = 'wal' (or 'poll')`);
+    } else {
+      add('ok', 'delivery', `notify: NOTIFY queue ${used} used. Every publishing commit takes the cluster-wide notification lock; 'wal' or 'poll' keep business commits free of it (docs/delivery.md)`);
+    }
+  } else if (mode === 'wal') {
+    const problem = await walProblem(listenUrl).catch((err: unknown) => `could not check delivery wal on the listen connection: ${(err as Error).message}`);
+    if (problem) add('fail', 'delivery', problem);
+    else add('ok', 'delivery', 'wal: wal_level = logical, publication realtime_messages, and the listen connection\'s role may replicate');
+  } else {
+    add('ok', 'delivery', 'poll: each daemon reads what committed every --poll-interval ms (works through poolers and on any PostgreSQL)');
+  }
+  for (const slot of await realtimedSlots(client)) {
+    const retained = `${(slot.retainedBytes / MB).toFixed(1)} MB`;
+    if (!slot.active) {
+      add('fail', 'slots', `replication slot ${slot.name} is inactive and keeps ${retained} of WAL until it is dropped: select pg_drop_replication_slot('${slot.name}') (realtimed only makes temporary slots; this one was made by hand or by an older version)`);
+    } else if (slot.retainedBytes > 256 * MB) {
+      add('warn', 'slots', `replication slot ${slot.name} is ${retained} behind: its daemon is not keeping up (CPU, network), or an old transaction is being decoded`);
+    } else {
+      add('ok', 'slots', `replication slot ${slot.name}${slot.temporary ? ' (temporary)' : ''}: active, ${retained} behind`);
+    }
   }
 }
 

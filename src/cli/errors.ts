@@ -22,6 +22,7 @@ export type CliErrorCode =
   | 'RT_ERR_EMBEDDED'
   | 'RT_ERR_BUSY'
   | 'RT_ERR_LISTEN'
+  | 'RT_ERR_DELIVERY'
   | 'RT_ERR_DOCTOR'
   | 'RT_ERR_WORKERS';
 
@@ -42,6 +43,7 @@ const EXIT_CODES: Record<CliErrorCode, number> = {
   RT_ERR_EMBEDDED: 2,
   RT_ERR_BUSY: 2,
   RT_ERR_LISTEN: 2,
+  RT_ERR_DELIVERY: 2,
   RT_ERR_DOCTOR: 1,
   RT_ERR_WORKERS: 1,
 };

@@ -161,6 +161,10 @@ export const OPTIONS = {
     flag: '--recovery-interval <ms>', env: 'REALTIMED_RECOVERY_INTERVAL', default: 1000, parse: integer(50, 3_600_000),
     help: 'how often to look for committed messages never notified',
   }),
+  pollIntervalMs: row({
+    flag: '--poll-interval <ms>', env: 'REALTIMED_POLL_INTERVAL', default: 20, parse: integer(5, 60_000),
+    help: "with realtime.config.delivery = 'poll': how often to read what committed",
+  }),
   pruneIntervalMs: row({
     flag: '--prune-interval <ms>', env: 'REALTIMED_PRUNE_INTERVAL', default: 0, parse: integer(0, 86_400_000),
     help: 'run realtime.prune() this often; 0 is off',

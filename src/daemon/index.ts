@@ -3,7 +3,7 @@
  * and takes what it uses; only src/cli/ reads the environment.
  *
  *   listener ──hints──▶ relay ──frames──▶ hub ──▶ subscriptions ──▶ sockets
- *      │                                   ▲
+ *   delivery ─(wal: rows, poll: timer)─▶ ┘ ▲
  *      ├─▶ ephemeral (verified) ───────────┘
  *      ├─▶ presence, rematch, webhooks (wake-ups)
  *   http server ──upgrade──▶ socket/connection ──▶ db (as the client)
@@ -18,6 +18,7 @@ import { createDb } from '../db/index.js';
 import { createServer, type Server } from '../http/server.js';
 import { createAuthenticator } from './auth.js';
 import { errorText } from './boundary.js';
+import { createDelivery, type Delivery } from './delivery.js';
 import { createEphemeral } from './ephemeral.js';
 import { createKeys } from './keys.js';
 import { Hub } from './hub.js';
@@ -52,6 +53,7 @@ export interface Daemon {
   readonly stats: Stats;
   readonly webhooks: Webhooks | null;
   readonly presence: Presence;
+  readonly delivery: Delivery;
 }
 
 export function createDaemon(deps: DaemonDeps): Daemon {
@@ -77,7 +79,10 @@ export function createDaemon(deps: DaemonDeps): Daemon {
   );
   const keys = createKeys({ db, logger });
   const ephemeral = createEphemeral({ db, hub, metrics, now, keys, instance: presence.instance });
-  const relay = createRelay({ db, hub, metrics, logger, stats }, { recoveryIntervalMs: config.recoveryIntervalMs });
+  const relay = createRelay(
+    { db, hub, metrics, logger, stats, onCommitted: () => webhooks?.wake() },
+    { recoveryIntervalMs: config.recoveryIntervalMs, pollIntervalMs: config.pollIntervalMs },
+  );
   const webhooks = config.webhooks
     ? createWebhooks(
         { db, logger, metrics, now },
@@ -95,12 +100,18 @@ export function createDaemon(deps: DaemonDeps): Daemon {
   const rematch = createRematch({ db, hub, logger });
   const counts = createSubscriberCounts({ db, hub, instance: presence.instance, logger }, config.statsIntervalMs);
   const retention = createRetention({ db, logger }, config.pruneIntervalMs);
+  const delivery = createDelivery({
+    db, relay, logger, metrics, listenUrl: config.listenUrl, instance: presence.instance, onWebhooksDue: () => webhooks?.wake(),
+  });
 
   const listener = createListener(
     { url: config.listenUrl, logger, metrics },
     {
       onMessage: (envelope) => relay.enqueue(envelope),
-      onChannelsChanged: () => rematch.schedule(),
+      onChannelsChanged: () => {
+        rematch.schedule();
+        delivery.changed();
+      },
       onWebhooksDue: () => webhooks?.wake(),
       onPresence: (payload) => presence.hint(payload),
       onEphemeral: (payload) => ephemeral.onNotification(payload),
@@ -110,6 +121,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
         rematch.schedule();
         webhooks?.wake();
         presence.resync();
+        delivery.changed();
         if (keys.current === null) void keys.load();
       },
     },
@@ -121,6 +133,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     await srv.close();
     await presence.stop();
     await listener.stop();
+    await delivery.stop();
     await relay.stop();
     await webhooks?.stop();
     await stats.stop();
@@ -141,12 +154,14 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     stats,
     webhooks,
     presence,
+    delivery,
     async start() {
       try {
         await keys.load();
         await presence.start();
         await relay.start();
         await listener.start();
+        await delivery.start();
         stats.start();
         counts.start();
         webhooks?.start();

@@ -11,6 +11,9 @@ export interface Metrics {
   fanoutSeconds: Histogram;
   slowConsumerCloses: Counter;
   listenReconnects: Counter;
+  replicatedRows: Counter;
+  replicationReconnects: Counter;
+  deliveryMode: Gauge<'mode'>;
   authFailures: Counter<'code'>;
   notificationsDropped: Counter<'reason'>;
   webhookAttempts: Counter<'result'>;
@@ -74,6 +77,22 @@ export function createMetrics(sources: { connections: () => number; subscription
     listenReconnects: new Counter({
       name: 'realtimed_listen_reconnects_total',
       help: 'Times the LISTEN connection was lost and re-established.',
+      registers: [registry],
+    }),
+    replicatedRows: new Counter({
+      name: 'realtimed_replicated_rows_total',
+      help: 'Rows of realtime.messages received by logical replication (delivery wal).',
+      registers: [registry],
+    }),
+    replicationReconnects: new Counter({
+      name: 'realtimed_replication_reconnects_total',
+      help: 'Times the replication connection (delivery wal) was lost and re-established.',
+      registers: [registry],
+    }),
+    deliveryMode: new Gauge({
+      name: 'realtimed_delivery_mode',
+      help: 'The source of committed messages this daemon uses (1 for the one in use): notify, wal or poll.',
+      labelNames: ['mode'],
       registers: [registry],
     }),
     authFailures: new Counter({

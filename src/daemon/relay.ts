@@ -15,6 +15,13 @@
  * - Messages behind W are never relayed again (realtime.relay_frames skips
  *   them), and ids relayed since are remembered, so a repeated or forged
  *   notification changes nothing.
+ * - The source of what committed follows realtime.config.delivery
+ *   (delivery.ts): notifications ('notify'), rows from logical replication
+ *   ('wal': `stream`, frames built here from what the database wrote, no read
+ *   back unless a change event needs its row check; a row whose transaction
+ *   is visible in W was already handled), or a poll every `pollIntervalMs`
+ *   ('poll': what committed between W and now, then W moves to now). The
+ *   recovery pass runs in every mode but poll, which is one.
  */
 import type { Logger } from 'pino';
 
@@ -23,16 +30,39 @@ import type { Identity } from '../db/identity.js';
 import type { RelayFrame } from '../db/messages.js';
 import { errorText } from './boundary.js';
 import type { Envelope } from './envelope.js';
+import { parseSnapshot, visibleIn, type Snapshot } from './snapshot.js';
 import { deliver, type Hub, type Subscriber } from './hub.js';
 import type { Metrics } from './metrics.js';
 import type { Stats } from './statistics.js';
 
 const BATCH = 500;
 
+/** A message as logical replication delivered it, with its frame built (delivery 'wal'). */
+export interface StreamedRow {
+  id: string;
+  seq: string;
+  channel: string;
+  /** The event frame's JSON text (the same text realtime.event_frame builds). */
+  frame: string;
+  /** The writing transaction (xid8), to compare with the watermark. */
+  xactId: bigint;
+  /** Might be a change event of a private stream: read back for its row check. */
+  mayNeedRowCheck: boolean;
+  receivedAt: bigint;
+}
+
+export type DeliveryMode = 'notify' | 'wal' | 'poll';
+
 export interface Relay {
   /** Takes the first watermark; call once LISTEN is up, before relaying. */
   start(): Promise<void>;
   enqueue(envelope: Envelope): void;
+  /** Rows from logical replication, in commit order. */
+  stream(rows: StreamedRow[]): void;
+  /** Jobs waiting (a replication source slows down above a bound). */
+  backlog(): number;
+  /** Which source feeds it: 'poll' polls, the others sweep for what was never notified or streamed. */
+  setMode(mode: DeliveryMode): void;
   /** LISTEN was lost: hold notifications until the gap is relayed (resync). */
   pause(): void;
   /** LISTEN came back: relay what committed while it was away, then what was held. */
@@ -42,13 +72,28 @@ export interface Relay {
   stop(): Promise<void>;
 }
 
-type Job = { kind: 'notified'; envelopes: Envelope[] } | { kind: 'sweep' } | { kind: 'resync' };
+type Job =
+  | { kind: 'notified'; envelopes: Envelope[] }
+  | { kind: 'streamed'; rows: StreamedRow[] }
+  | { kind: 'sweep' }
+  | { kind: 'resync' }
+  | { kind: 'poll' };
 
 export function createRelay(
-  deps: { db: Pick<Db, 'relayFrames' | 'committedBetween' | 'snapshot' | 'changeAudience'>; hub: Hub; metrics: Metrics; logger: Logger; stats: Pick<Stats, 'add'> },
-  options: { recoveryIntervalMs: number },
+  deps: {
+    db: Pick<Db, 'relayFrames' | 'committedBetween' | 'committedSince' | 'snapshot' | 'changeAudience'>;
+    hub: Hub;
+    metrics: Metrics;
+    logger: Logger;
+    stats: Pick<Stats, 'add'>;
+    /** A poll found committed messages: some may have webhook deliveries. */
+    onCommitted?: () => void;
+  },
+  options: { recoveryIntervalMs: number; pollIntervalMs?: number },
 ): Relay {
   const { db, hub, metrics, logger, stats } = deps;
+  const pollIntervalMs = options.pollIntervalMs ?? 20;
+  let mode: DeliveryMode = 'notify';
   const jobs: Job[] = [];
   /**
    * Ids handled, with when. An id stays until the watermark moves past it: a
@@ -59,12 +104,18 @@ export function createRelay(
    */
   const seen = new Map<string, number>();
   let watermark: string | null = null;
+  /** The watermark, parsed (for rows from logical replication). */
+  let watermarkSnapshot: Snapshot | null = null;
+  const setWatermark = (snapshot: string): void => {
+    watermark = snapshot;
+    watermarkSnapshot = parseSnapshot(snapshot);
+  };
   let previous: string | null = null;
   /** Date.now() just before `previous` was taken. */
   let previousAt = 0;
   let running: Promise<void> | null = null;
-  /** While LISTEN is being re-established: notifications wait here, behind the gap. */
-  let held: Envelope[] | null = null;
+  /** While LISTEN (or replication) is being re-established: what arrives waits here, behind the gap. */
+  let held: Job[] | null = null;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
@@ -172,17 +223,77 @@ export function createRelay(
     if (byKey.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, byKey.size);
   };
 
-  /** Relays the messages committed between two snapshots that were never relayed. */
-  const recover = async (low: string, high: string): Promise<void> => {
-    const committed = await db.committedBetween(low, high);
+  /** Relays the committed messages not relayed yet; how many it relayed. */
+  const relayCommitted = async (committed: { id: string; seq: string; channel: string }[]): Promise<number> => {
     const missed = committed.filter((m) => !seen.has(m.id) && hub.has(m.channel));
-    if (missed.length === 0) return;
     for (let i = 0; i < missed.length; i += BATCH) {
       const frames = await db.relayFrames(missed.slice(i, i + BATCH));
       await send(frames, null);
-      metrics.messagesRecovered.inc(frames.length);
     }
-    logger.warn({ messages: missed.length }, 'relayed messages that were committed without a notification reaching this daemon');
+    return missed.length;
+  };
+
+  /** Relays the messages committed between two snapshots that were never relayed. */
+  const recover = async (low: string, high: string): Promise<void> => {
+    const relayed = await relayCommitted(await db.committedBetween(low, high));
+    if (relayed === 0) return;
+    metrics.messagesRecovered.inc(relayed);
+    logger.warn({ messages: relayed, delivery: mode }, 'relayed messages that were committed without a notification or a replicated row reaching this daemon');
+  };
+
+  /** Rows from logical replication: relayed without reading them back, but change events with a row check. */
+  const streamed = async (rows: StreamedRow[]): Promise<void> => {
+    const keep: StreamedRow[] = [];
+    for (const row of rows) {
+      if (seen.has(row.id)) {
+        metrics.notificationsDropped.inc({ reason: 'repeated' });
+      } else if (watermarkSnapshot !== null && visibleIn(row.xactId, watermarkSnapshot)) {
+        // Committed before the watermark: a recovery pass handled it.
+      } else if (!hub.has(row.channel)) {
+        seen.set(row.id, Date.now());
+      } else {
+        keep.push(row);
+      }
+    }
+    if (keep.length === 0) return;
+    const checked = new Map<string, RelayFrame>();
+    const toCheck = keep.filter((r) => r.mayNeedRowCheck);
+    if (toCheck.length > 0) {
+      try {
+        for (const f of await db.relayFrames(toCheck.map((r) => ({ channel: r.channel, seq: r.seq })), watermark)) checked.set(f.id, f);
+      } catch (err) {
+        // Not marked seen: the next recovery pass relays them.
+        logger.error({ err: errorText(err), messages: toCheck.length }, 'could not read change events to relay');
+        return;
+      }
+    }
+    const frames: RelayFrame[] = [];
+    for (const r of keep) {
+      if (!r.mayNeedRowCheck) frames.push({ id: r.id, seq: r.seq, channel: r.channel, frame: r.frame, rowCheck: false });
+      else {
+        const f = checked.get(r.id);
+        if (f) frames.push(f);
+      }
+    }
+    await send(frames, keep[0]?.receivedAt ?? null);
+  };
+
+  /** delivery 'poll': what committed since the watermark, in one round trip; the watermark moves to now. */
+  const poll = async (): Promise<void> => {
+    const nowAt = Date.now();
+    if (watermark === null) {
+      setWatermark(await db.snapshot());
+      previous = watermark;
+      previousAt = nowAt;
+      return;
+    }
+    const { snapshot, committed } = await db.committedSince(watermark);
+    await relayCommitted(committed);
+    setWatermark(snapshot);
+    previous = snapshot;
+    previousAt = nowAt;
+    forgetBefore(nowAt);
+    if (committed.length > 0) deps.onCommitted?.();
   };
 
   /** Forgets the ids handled before `at`, when the watermark snapshot was taken. */
@@ -200,10 +311,10 @@ export function createRelay(
     // notifications had time to arrive; any still unseen were lost.
     if (watermark !== null && previous !== null) {
       await recover(watermark, previous);
-      watermark = previous;
+      setWatermark(previous);
       forgetBefore(previousAt);
     } else if (watermark === null) {
-      watermark = previous ?? now; // the database was away when the relay started
+      setWatermark(previous ?? now); // the database was away when the relay started
     }
     previous = now;
     previousAt = nowAt;
@@ -213,14 +324,14 @@ export function createRelay(
     const nowAt = Date.now();
     const now = await db.snapshot();
     if (watermark !== null) await recover(watermark, now);
-    watermark = now;
+    setWatermark(now);
     previous = now;
     previousAt = nowAt;
     forgetBefore(nowAt);
-    // The gap is out: the notifications of the new LISTEN session come after it.
+    // The gap is out: what the new session delivered comes after it.
     const waiting = held ?? [];
     held = null;
-    for (let i = 0; i < waiting.length; i += BATCH) jobs.push({ kind: 'notified', envelopes: waiting.slice(i, i + BATCH) });
+    jobs.push(...waiting);
   };
 
   const run = async (): Promise<void> => {
@@ -228,7 +339,9 @@ export function createRelay(
       const job = jobs.shift() as Job;
       try {
         if (job.kind === 'notified') await notified(job.envelopes);
+        else if (job.kind === 'streamed') await streamed(job.rows);
         else if (job.kind === 'sweep') await sweep();
+        else if (job.kind === 'poll') await poll();
         else await resync();
       } catch (err) {
         // A recovery pass that failed (the database is away) is tried again later.
@@ -245,7 +358,9 @@ export function createRelay(
     const last = jobs[jobs.length - 1];
     if (job.kind === 'notified' && last?.kind === 'notified' && last.envelopes.length < BATCH) {
       last.envelopes.push(...job.envelopes);
-    } else if (job.kind !== 'notified' && jobs.some((j) => j.kind === job.kind)) {
+    } else if (job.kind === 'streamed' && last?.kind === 'streamed' && last.rows.length < BATCH) {
+      last.rows.push(...job.rows);
+    } else if (job.kind !== 'notified' && job.kind !== 'streamed' && jobs.some((j) => j.kind === job.kind)) {
       return;
     } else {
       jobs.push(job);
@@ -253,22 +368,55 @@ export function createRelay(
     running ??= run();
   };
 
+  const arm = (): void => {
+    clearInterval(timer);
+    if (stopped) return;
+    timer = mode === 'poll'
+      ? setInterval(() => push({ kind: 'poll' }), pollIntervalMs)
+      : setInterval(() => push({ kind: 'sweep' }), options.recoveryIntervalMs);
+    timer.unref();
+  };
+  const hold = (job: Job): void => {
+    const last = held?.[held.length - 1];
+    if (job.kind === 'streamed' && last?.kind === 'streamed' && last.rows.length < BATCH) last.rows.push(...job.rows);
+    else if (job.kind === 'notified' && last?.kind === 'notified' && last.envelopes.length < BATCH) last.envelopes.push(...job.envelopes);
+    else held?.push(job);
+  };
+
   return {
     async start() {
       // Taken before LISTEN: nothing visible in it can be notified to us later.
       try {
         previousAt = Date.now();
-        watermark = await db.snapshot();
+        setWatermark(await db.snapshot());
         previous = watermark;
       } catch (err) {
         logger.warn({ err: errorText(err) }, 'could not take the first snapshot; the first recovery pass will');
       }
-      timer = setInterval(() => push({ kind: 'sweep' }), options.recoveryIntervalMs);
-      timer.unref();
+      arm();
     },
     enqueue(envelope) {
-      if (held) held.push(envelope);
-      else push({ kind: 'notified', envelopes: [envelope] });
+      const job: Job = { kind: 'notified', envelopes: [envelope] };
+      if (held) hold(job);
+      else push(job);
+    },
+    stream(rows) {
+      const job: Job = { kind: 'streamed', rows };
+      if (held) hold(job);
+      else push(job);
+    },
+    backlog() {
+      let n = 0;
+      for (const j of jobs) n += j.kind === 'notified' ? j.envelopes.length : j.kind === 'streamed' ? j.rows.length : 1;
+      for (const j of held ?? []) n += j.kind === 'notified' ? j.envelopes.length : j.kind === 'streamed' ? j.rows.length : 1;
+      return n;
+    },
+    setMode(next) {
+      if (next === mode) return;
+      mode = next;
+      arm();
+      // Whatever the old source had not delivered yet is found from the table.
+      push({ kind: 'resync' });
     },
     pause() {
       held ??= [];

@@ -135,6 +135,35 @@ export function messageQueries(pool: pg.Pool) {
       return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name }));
     },
 
+    /**
+     * One poll in one round trip: a snapshot taken now, and the messages
+     * committed between `low` and it (realtime.committed_between).
+     */
+    async committedSince(low: string): Promise<{ snapshot: string; committed: { id: string; seq: string; channel: string }[] }> {
+      const { rows } = await pool.query<{ s: string; id: string | null; seq: string | null; channel_name: string | null }>({
+        name: 'realtimed_committed_since',
+        text: `select s::text as s, c.id, c.seq, c.channel_name
+               from pg_catalog.pg_current_snapshot() s
+               left join lateral realtime.committed_between($1::pg_snapshot, s) c on true`,
+        values: [low],
+      });
+      const committed: { id: string; seq: string; channel: string }[] = [];
+      for (const r of rows) if (r.id !== null) committed.push({ id: r.id, seq: r.seq ?? '', channel: r.channel_name ?? '' });
+      return { snapshot: rows[0]?.s ?? '', committed };
+    },
+
+    /** realtime.config.delivery: notify, wal or poll. */
+    async deliveryMode(): Promise<string> {
+      const { rows } = await pool.query<{ mode: string }>('select realtime.delivery_mode() as mode');
+      return rows[0]?.mode ?? 'notify';
+    },
+
+    /** realtime.summarize_messages(): BRIN upkeep for polling (fails fast when another daemon holds the lock). */
+    async summarizeMessages(): Promise<number> {
+      const { rows } = await pool.query<{ n: number }>('select realtime.summarize_messages() as n');
+      return rows[0]?.n ?? 0;
+    },
+
     /** realtime.change_audience: for each row-checked message, the indexes (into identities) that may see it now. */
     async changeAudience(keys: MessageKey[], identities: Identity[]): Promise<Map<string, Set<number>>> {
       const { rows } = await pool.query<{ id: string; identity: number }>({

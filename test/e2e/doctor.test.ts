@@ -43,10 +43,28 @@ t.test('the example application as the daemon’s login: all ok but retention', 
   t.equal(r.code, 0, r.stderr);
   t.same(
     r.findings.map((f) => [f.level, f.check]),
-    [['ok', 'server'], ['ok', 'schema'], ['ok', 'listen'], ['ok', 'roles'], ['ok', 'login'], ['ok', 'rls'], ['ok', 'policies'], ['WARN', 'retention']],
+    [['ok', 'server'], ['ok', 'schema'], ['ok', 'listen'], ['ok', 'delivery'], ['ok', 'roles'], ['ok', 'login'], ['ok', 'rls'], ['ok', 'policies'], ['WARN', 'retention']],
     r.stdout,
   );
-  t.match(r.stdout, /\n7 ok, 1 warnings, 0 problems\n$/);
+  t.match(r.find('delivery'), { level: 'ok', message: /^notify: NOTIFY queue 0\.00% used/ });
+  t.match(r.stdout, /\n8 ok, 1 warnings, 0 problems\n$/);
+});
+
+t.test('delivery: wal on a server without logical replication fails with the fix; poll is ok', async (t) => {
+  const db = await createDatabase(t);
+  const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
+  const walLevel = (await db.pool.query<{ w: string }>(`select current_setting('wal_level') as w`)).rows[0]?.w;
+  await db.pool.query(`update realtime.config set delivery = 'wal'`);
+  const wal = await doctor(urlFor(db.name, undefined, role));
+  if (walLevel === 'logical') {
+    t.match(wal.find('delivery'), { level: 'FAIL', message: /may not replicate: a DBA runs: alter role/ });
+  } else {
+    t.match(wal.find('delivery'), { level: 'FAIL', message: /wal_level is \w+: set wal_level = logical and restart PostgreSQL/ });
+  }
+  t.equal(wal.code, 1, 'a FAIL exits 1');
+  await db.pool.query(`update realtime.config set delivery = 'poll'`);
+  const poll = await doctor(urlFor(db.name, undefined, role));
+  t.match(poll.find('delivery'), { level: 'ok', message: /^poll: / });
 });
 
 t.test('what goes wrong in production is named', async (t) => {

@@ -46,6 +46,12 @@ export async function startDaemon(
     webhookAllowLocal: true,
     ...overrides,
   };
+  // REALTIMED_TEST_DELIVERY=poll (or wal, on a server with wal_level = logical)
+  // runs every suite in that mode (docs/development.md).
+  const delivery = process.env['REALTIMED_TEST_DELIVERY'];
+  if (delivery && delivery !== 'notify' && overrides.pollIntervalMs === undefined) {
+    await db.pool.query(`update realtime.config set delivery = $1 where delivery = 'notify'`, [delivery]).catch(() => {});
+  }
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: options.poolSize ?? 4 });
   const logger = pino({ level: process.env['REALTIMED_TEST_LOG'] ?? 'silent' });
   const daemon = createDaemon({ config, pool, logger });
