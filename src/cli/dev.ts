@@ -32,6 +32,8 @@ export interface DevOptions {
   databaseUrl: string | undefined;
   /** Install the demo channels; default: only on the embedded database. */
   demo: boolean | undefined;
+  /** Set realtime.config.delivery to this first (the embedded cluster runs with wal_level = logical). */
+  delivery?: 'notify' | 'wal' | 'poll' | undefined;
   /** --jwt-secret / REALTIMED_JWT_SECRET; else one kept in the dev state. */
   jwtSecret: string | undefined;
   /** Builds and checks the start configuration for the database chosen here. */
@@ -127,8 +129,15 @@ async function prepareEmbedded(server: EmbeddedServer, state: DevState): Promise
 }
 
 async function createDaemonRole(adminUrl: string, password: string): Promise<void> {
-  await withClient(adminUrl, (client) => ensureDaemonRole(client, password));
+  await withClient(adminUrl, async (client) => {
+    await ensureDaemonRole(client, password);
+    // delivery 'wal' replicates as this role (it is the embedded cluster's own).
+    await client.query('alter role realtimed replication');
+  });
 }
+
+/** The embedded cluster can run every delivery mode. */
+const EMBEDDED_SETTINGS = { wal_level: 'logical', max_wal_senders: '10', max_replication_slots: '10' };
 
 export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
   const dir = resolve(options.dir);
@@ -145,7 +154,7 @@ export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
     let daemonUrl: string;
     let where: string;
     if (options.databaseUrl === undefined) {
-      embedded = await startEmbedded({ dataDir: join(dir, 'pg'), password: state.superuserPassword });
+      embedded = await startEmbedded({ dataDir: join(dir, 'pg'), password: state.superuserPassword, settings: EMBEDDED_SETTINGS });
       ({ adminUrl, daemonUrl } = await prepareEmbedded(embedded, state));
       where = `PostgreSQL ${embedded.version} (embedded, data in ${shown}/pg, port ${embedded.port})`;
     } else {
@@ -155,6 +164,10 @@ export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
 
     const migrated = await migrate({ databaseUrl: adminUrl });
     if (embedded) await createDaemonRole(adminUrl, state.daemonPassword);
+    if (options.delivery !== undefined) {
+      await withClient(adminUrl, (client) => client.query('update realtime.config set delivery = $1', [options.delivery]));
+    }
+    const delivery = await withClient(adminUrl, async (client) => (await client.query<{ d: string }>('select delivery as d from realtime.config')).rows[0]?.d);
     const demo = options.demo ?? embedded !== undefined;
     if (demo) {
       const sql = await readFile(new URL('../../sql/demo.sql', import.meta.url), 'utf8');
@@ -187,6 +200,7 @@ export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
         token ? `  Demo token  ${token}` : undefined,
         token ? `              (user ${DEMO_USER}, role authenticated, valid 24 h; secret in ${shown}/dev.json)` : undefined,
         `  Publish     psql ${embedded ? `'${psqlUrl}'` : psqlUrl} -c "select realtime.publish('demo:hello', 'greeting', '{\\"text\\": \\"hi\\"}')"`,
+        `  Delivery    ${delivery ?? 'notify'} (realtime.config.delivery; --delivery notify|wal|poll, docs/delivery.md)`,
         '',
         demo
           ? 'DEMO channels demo:% are installed with permissive policies (sql/demo.sql): anyone subscribes, signed-in users publish.'
@@ -212,7 +226,8 @@ export function addDevCommand(program: Command, io: CliIo): void {
     .option('--dir <path>', 'where the embedded cluster and dev state live', '.realtimed')
     .option('--fresh', 'delete the embedded cluster and dev state first, and start over')
     .addOption(new Option('--demo', 'install the demo channels and their permissive policies (default: only on the embedded database)'))
-    .addOption(new Option('--no-demo', 'do not install the demo channels'));
+    .addOption(new Option('--no-demo', 'do not install the demo channels'))
+    .addOption(new Option('--delivery <mode>', 'set realtime.config.delivery first').choices(['notify', 'wal', 'poll']));
   for (const option of commanderOptions('dev')) command.addOption(option);
   command.action(async (opts: Record<string, unknown>) => {
     await runDev(
@@ -221,6 +236,7 @@ export function addDevCommand(program: Command, io: CliIo): void {
         fresh: opts['fresh'] === true,
         databaseUrl: opts['databaseUrl'] as string | undefined,
         demo: opts['demo'] as boolean | undefined,
+        delivery: opts['delivery'] as DevOptions['delivery'],
         jwtSecret: opts['jwtSecret'] as string | undefined,
         configFor: (databaseUrl, jwtSecret) => startConfigFrom(opts, 'dev', { databaseUrl, jwtSecret }),
       },

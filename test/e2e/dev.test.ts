@@ -106,13 +106,20 @@ t.test('embedded: banner, demo token, psql publish, one per folder, clean Ctrl-C
   t.notOk(existsSync(join(dir, 'dev.lock')), 'the lock is gone');
   t.notOk(existsSync(join(dir, 'pg', 'postmaster.pid')), 'PostgreSQL stopped');
 
-  // Again: the same cluster, with what was written before.
-  const again = await startDev(t, ['--dir', dir]);
+  // Again: the same cluster, with what was written before; this time in delivery wal.
+  const again = await startDev(t, ['--dir', dir, '--delivery', 'wal']);
+  t.match(again.banner, /Delivery\s+wal /, 'the banner says the mode');
   const kept = new pg.Client({ connectionString: again.psqlUrl });
   await kept.connect();
   const count = await kept.query<{ n: number }>(`select count(*)::int as n from realtime.messages`);
-  await kept.end();
   t.equal(count.rows[0]?.n, 2, 'the messages of the first run are still there');
+  const listener = await TestClient.connect(t, again.wsUrl);
+  await listener.subscribe('demo:hello');
+  await kept.query(`select realtime.publish('demo:hello', 'greeting', '{"text": "wal"}')`);
+  t.match(await listener.next((f) => f.type === 'event', 5000), { payload: { text: 'wal' } }, 'delivered by logical replication');
+  const slots = await kept.query(`select 1 from pg_replication_slots where slot_name like 'realtimed%' and temporary and active`);
+  t.equal(slots.rowCount, 1, 'from a temporary slot of its own');
+  await kept.end();
   again.child.kill('SIGINT');
   t.equal(await again.exited, 0);
 
