@@ -4,7 +4,7 @@
 -- (realtime.insert_context) and at the queue after a committed publish is
 -- impossible in one transaction; test/e2e/delivery.test.ts listens for real.
 begin;
-select plan(27);
+select plan(31);
 
 select has_column('realtime', 'config', 'delivery', 'config has delivery');
 select col_not_null('realtime', 'config', 'delivery', 'delivery is never NULL');
@@ -48,6 +48,20 @@ select trigger_is('realtime', 'config', 'config_notify', 'realtime', 'config_not
 select function_privs_are('realtime', 'summarize_messages', array[]::text[], 'service_role', array['EXECUTE'], 'the daemon may summarize');
 select function_privs_are('realtime', 'summarize_messages', array[]::text[], 'authenticated', array[]::text[], 'a client may not');
 select lives_ok($$select realtime.summarize_messages()$$, 'it summarizes the open partition''s BRIN indexes');
+
+-- relay_messages: frames with their writing transaction.
+select function_privs_are('realtime', 'relay_messages', array['text[]', 'bigint[]', 'pg_snapshot'], 'service_role', array['EXECUTE'], 'the daemon reads frames');
+select function_privs_are('realtime', 'relay_messages', array['text[]', 'bigint[]', 'pg_snapshot'], 'authenticated', array[]::text[], 'a client does not');
+select results_eq($$select r.frame, r.xact_id = pg_current_xact_id(), r.row_check
+                    from realtime.messages m, realtime.relay_messages(array[m.channel_name], array[m.seq]) r
+                    where m.channel_name = 'd:1'$$,
+  $$select realtime.event_frame(m), true, false from realtime.messages m where m.channel_name = 'd:1'$$,
+  'the stored frame, and the transaction that wrote it');
+select is_empty($$select * from realtime.messages m,
+                   realtime.relay_messages(array[m.channel_name], array[m.seq],
+                                           format('%s:%s:', pg_current_xact_id()::text::bigint + 1, pg_current_xact_id()::text::bigint + 1)::pg_snapshot)
+                 where m.channel_name = 'd:1'$$,
+  'nothing the watermark already saw');
 
 -- The publication for wal, made by the migration when the installing role may.
 select results_eq($$select pubinsert, pubupdate, pubdelete, pubviaroot from pg_publication where pubname = 'realtime_messages'$$,

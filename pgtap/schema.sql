@@ -30,7 +30,7 @@ select functions_are('realtime', array[
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
   'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row',
-  'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages']);
+  'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages', 'relay_messages']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.

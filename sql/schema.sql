@@ -2121,6 +2121,23 @@ $function$;
 comment on function realtime.relay_frames(uuid[], pg_snapshot) is 'The call of daemons older than version 13, by message id: looks in the open partition only (messages have no index on id). Upgrade the daemon; this goes in a later version.';
 grant execute on function realtime.relay_frames(uuid[], pg_snapshot) to service_role;
 
+-- realtime.relay_messages(text[], bigint[], pg_snapshot)
+
+CREATE OR REPLACE FUNCTION realtime.relay_messages(channels text[], seqs bigint[], after pg_snapshot DEFAULT NULL::pg_snapshot)
+ RETURNS TABLE(id uuid, seq bigint, channel_name text, frame text, row_check boolean, xact_id xid8)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO ''
+AS $function$
+  select m.id, m.seq, m.channel_name, realtime.event_frame(m), realtime.needs_row_check(m), m.xact_id
+  from rows from (pg_catalog.unnest(relay_messages.channels), pg_catalog.unnest(relay_messages.seqs)) with ordinality as i(channel_name, seq, n)
+  join realtime.messages m on m.channel_name = i.channel_name and m.seq = i.seq
+  where relay_messages.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_messages.after)
+  order by i.n
+$function$;
+comment on function realtime.relay_messages(text[], bigint[], pg_snapshot) is 'For the daemon: as realtime.relay_frames, with the writing transaction of each message (xact_id), which the daemon compares with the snapshot each subscription was authorized in.';
+grant execute on function realtime.relay_messages(text[], bigint[], pg_snapshot) to service_role;
+
 -- realtime.replay_relay_frames(text, bigint, integer)
 
 CREATE OR REPLACE FUNCTION realtime.replay_relay_frames(channel text, since bigint, max_count integer)

@@ -1,5 +1,5 @@
 --! Previous: sha1:5a148b20e4b520b1f61e4d8b78704192bbd9f21a
---! Hash: sha1:4a076fe170e395d57d382a63c7fde92561e16348
+--! Hash: sha1:276a8721ada16e18800c2fb5e5e78848627b7bf5
 --! Message: Delivery that never holds the business commit
 
 -- 000014: delivery that never holds the business commit.
@@ -245,6 +245,25 @@ as $$
   order by m.seq
 $$;
 comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one. Reads from the oldest transaction that was in progress at low and committed by high (else from low''s xmax), so a long open transaction does not widen every pass.';
+
+-- The relay's read of the messages it was told about, with each writing
+-- transaction: a subscription gets only what committed after it was
+-- authorized (a message committed before, relayed a moment later, belongs to
+-- the time before it).
+create or replace function realtime.relay_messages(channels text[], seqs bigint[], after pg_snapshot default null)
+returns table(id uuid, seq bigint, channel_name text, frame text, row_check boolean, xact_id xid8)
+language sql stable
+set search_path to ''
+as $$
+  select m.id, m.seq, m.channel_name, realtime.event_frame(m), realtime.needs_row_check(m), m.xact_id
+  from rows from (pg_catalog.unnest(relay_messages.channels), pg_catalog.unnest(relay_messages.seqs)) with ordinality as i(channel_name, seq, n)
+  join realtime.messages m on m.channel_name = i.channel_name and m.seq = i.seq
+  where relay_messages.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_messages.after)
+  order by i.n
+$$;
+comment on function realtime.relay_messages(text[], bigint[], pg_snapshot) is 'For the daemon: as realtime.relay_frames, with the writing transaction of each message (xact_id), which the daemon compares with the snapshot each subscription was authorized in.';
+revoke all on function realtime.relay_messages(text[], bigint[], pg_snapshot) from public;
+grant execute on function realtime.relay_messages(text[], bigint[], pg_snapshot) to service_role;
 
 -- The relay's poll reads the newest pages of the xact_id BRIN index; pages not
 -- yet summarized are read whole, so the daemons in delivery poll summarize them.

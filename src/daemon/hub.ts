@@ -14,10 +14,13 @@ export interface Subscriber {
   readonly filter: Filter | undefined;
   /**
    * Writes one prebuilt event frame (the same buffer for every subscriber);
-   * false if it could not. `id` lets a subscription that is replaying hold
-   * live events back until its replay is sent, and skip what it replayed.
+   * false if it could not, or if the event is not for it. `id` lets a
+   * subscription that is replaying hold live events back until its replay is
+   * sent, and skip what it replayed. `xact` (the writing transaction) and
+   * `floor` (the relay watermark's xmin) let a new subscription skip what
+   * committed before it was authorized.
    */
-  sendEvent(frame: Buffer, id: string): boolean;
+  sendEvent(frame: Buffer, id: string, xact?: bigint, floor?: bigint): boolean;
 }
 
 export class Hub<S extends Subscriber = Subscriber> {
@@ -75,7 +78,7 @@ export class Hub<S extends Subscriber = Subscriber> {
  */
 export function deliver(
   subscribers: Iterable<Subscriber>,
-  event: { frame: Buffer; id: string },
+  event: { frame: Buffer; id: string; xact?: bigint; floor?: bigint },
   visible?: (s: Subscriber) => boolean,
 ): number {
   let record: Record<string, unknown> | null | undefined;
@@ -93,7 +96,7 @@ export function deliver(
       }
       if (!matches(filter, record)) continue;
     }
-    if (s.sendEvent(event.frame, event.id)) written++;
+    if (s.sendEvent(event.frame, event.id, event.xact, event.floor)) written++;
   }
   return written;
 }

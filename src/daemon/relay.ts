@@ -125,7 +125,7 @@ export function createRelay(
       seen.set(row.id, Date.now());
       const subscribers = hub.subscribers(row.channel);
       if (!subscribers || subscribers.size === 0) continue;
-      const event = { frame: Buffer.from(row.frame), id: row.id };
+      const event = { frame: Buffer.from(row.frame), id: row.id, xact: row.xactId, floor: watermarkSnapshot?.xmin };
       let visible: ((s: Subscriber) => boolean) | undefined;
       if (row.rowCheck) {
         const allowed = audience?.allowed.get(row.id);
@@ -269,7 +269,7 @@ export function createRelay(
     }
     const frames: RelayFrame[] = [];
     for (const r of keep) {
-      if (!r.mayNeedRowCheck) frames.push({ id: r.id, seq: r.seq, channel: r.channel, frame: r.frame, rowCheck: false });
+      if (!r.mayNeedRowCheck) frames.push({ id: r.id, seq: r.seq, channel: r.channel, frame: r.frame, rowCheck: false, xactId: r.xactId });
       else {
         const f = checked.get(r.id);
         if (f) frames.push(f);

@@ -19,6 +19,8 @@ export interface RelayFrame {
   frame: string;
   /** A change event that only subscribers realtime.change_audience admits may see. */
   rowCheck: boolean;
+  /** The transaction that wrote it (xid8), when read with it: compared with each subscription's start. */
+  xactId?: bigint;
 }
 
 export interface Sent {
@@ -78,14 +80,14 @@ export function messageQueries(pool: pg.Pool) {
       return { id: row.id, seq: row.seq === null ? null : Number(row.seq), duplicate: row.duplicate };
     },
 
-    /** realtime.relay_frames: frames of the given messages, skipping those already behind `after` (a pg_snapshot). */
+    /** realtime.relay_messages: frames of the given messages with their transactions, skipping those already behind `after` (a pg_snapshot). */
     async relayFrames(keys: MessageKey[], after: string | null = null): Promise<RelayFrame[]> {
-      const { rows } = await pool.query<{ id: string; seq: string; channel_name: string; frame: string; row_check: boolean }>({
-        name: 'realtimed_relay_frames',
-        text: 'select id, seq, channel_name, frame, row_check from realtime.relay_frames($1::text[], $2::bigint[], $3::pg_snapshot)',
+      const { rows } = await pool.query<{ id: string; seq: string; channel_name: string; frame: string; row_check: boolean; xact_id: string }>({
+        name: 'realtimed_relay_messages',
+        text: 'select id, seq, channel_name, frame, row_check, xact_id::text from realtime.relay_messages($1::text[], $2::bigint[], $3::pg_snapshot)',
         values: [keys.map((k) => k.channel), keys.map((k) => k.seq), after],
       });
-      return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name, frame: r.frame, rowCheck: r.row_check }));
+      return rows.map((r) => ({ id: r.id, seq: r.seq, channel: r.channel_name, frame: r.frame, rowCheck: r.row_check, xactId: BigInt(r.xact_id) }));
     },
 
     /** realtime.replay_relay_frames: a channel's messages with seq > since, at most maxCount. */

@@ -18,6 +18,8 @@ export interface Authorization {
   limits: ChannelLimits;
   /** Sockets other instances last reported on this channel (0 without max_subscribers). */
   otherSubscribers: number;
+  /** pg_current_snapshot() of the check's statement: live events are those committed after it. */
+  snapshot: string;
 }
 
 export function subscriptionQueries(pool: pg.Pool) {
@@ -37,11 +39,11 @@ export function subscriptionQueries(pool: pg.Pool) {
       const { rows } = await pool.query<{
         channel_id: string | null; epoch: string; max_seq: string; pruned_through_seq: string;
         max_subscribers: number | null; publish_rate: number | null; max_message_bytes: number | null;
-        other_subscribers: number;
+        other_subscribers: number; snapshot: string;
       }>({
         name: 'realtimed_authorize_subscription',
         text: `select channel_id, epoch, max_seq, pruned_through_seq, max_subscribers, publish_rate, max_message_bytes,
-                      other_subscribers
+                      other_subscribers, pg_catalog.pg_current_snapshot()::text as snapshot
                from realtime.authorize_subscription($1, $2, $3, $4)`,
         values: [...identityParams(identity), channel, instance],
       });
@@ -52,6 +54,7 @@ export function subscriptionQueries(pool: pg.Pool) {
         stream: { epoch: row.epoch, maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) },
         limits: { maxSubscribers: row.max_subscribers, publishRate: row.publish_rate, maxMessageBytes: row.max_message_bytes },
         otherSubscribers: row.other_subscribers,
+        snapshot: row.snapshot,
       };
     },
 

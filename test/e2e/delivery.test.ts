@@ -44,7 +44,7 @@ async function setup(t: Test, mode: Mode, overrides: Parameters<typeof startDaem
     update realtime.config set delivery = '${mode}';`);
   const url = cluster.urlFor(db.name, 'daemon');
   const d = await startDaemon(t, db, { recoveryIntervalMs: 200, pollIntervalMs: 20, databaseUrl: url, listenUrl: url, ...overrides },
-    { databaseUrl: url, existingRole: 'daemon' });
+    { databaseUrl: url, existingRole: 'daemon', delivery: mode });
   return { db, d };
 }
 

@@ -382,7 +382,8 @@ t.test('channel disabled or deleted: subscribers get unsubscribed with CHANNEL_C
 t.test('a forged notification never reaches a client', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);
-  const { wsUrl, daemon } = await startDaemon(t, db);
+  // Counts what the notification path dropped: delivery notify (every mode: test/e2e/delivery.test.ts).
+  const { wsUrl, daemon } = await startDaemon(t, db, {}, { delivery: 'notify' });
   const anon = await TestClient.connect(t, wsUrl);
   await anon.subscribe('orders');
   await db.pool.query(`select realtime.publish('order:1', 'secret', '{"owner": "alice"}')`);

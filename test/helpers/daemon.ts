@@ -23,7 +23,7 @@ export async function startDaemon(
   t: Teardown,
   db: TestDatabase,
   overrides: Partial<StartConfig> = {},
-  options: { poolSize?: number; databaseUrl?: string; existingRole?: string } = {},
+  options: { poolSize?: number; databaseUrl?: string; existingRole?: string; delivery?: 'notify' | 'wal' | 'poll' } = {},
 ): Promise<TestDaemon> {
   // A role on another server (an embedded one) is made by the test itself.
   const role = options.existingRole ?? (await createLoginRole(t, ['anon', 'authenticated', 'service_role']));
@@ -48,10 +48,9 @@ export async function startDaemon(
   };
   // REALTIMED_TEST_DELIVERY=poll (or wal, on a server with wal_level = logical)
   // runs every suite in that mode (docs/development.md).
-  const delivery = process.env['REALTIMED_TEST_DELIVERY'];
-  if (delivery && delivery !== 'notify' && overrides.pollIntervalMs === undefined) {
-    await db.pool.query(`update realtime.config set delivery = $1 where delivery = 'notify'`, [delivery]).catch(() => {});
-  }
+  // A test that is about one mode says so (options.delivery).
+  const delivery = options.delivery ?? process.env['REALTIMED_TEST_DELIVERY'];
+  if (delivery) await db.pool.query('update realtime.config set delivery = $1', [delivery]);
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: options.poolSize ?? 4 });
   const logger = pino({ level: process.env['REALTIMED_TEST_LOG'] ?? 'silent' });
   const daemon = createDaemon({ config, pool, logger });

@@ -9,6 +9,12 @@
  * point, so the replay (seq > since, up to that position) and the live
  * events meet with no gap and no duplicate. Denied, the held events are
  * dropped unseen.
+ *
+ * Live means committed after the check: the check's statement also takes a
+ * snapshot, and an event whose transaction that snapshot saw is not sent
+ * live (it is the replay's, or before this subscription), however late the
+ * relay found it. Once the relay's watermark has passed the snapshot, every
+ * event is after it and the snapshot is let go.
  */
 import type { Logger } from 'pino';
 
@@ -27,6 +33,7 @@ import type { Metrics } from '../metrics.js';
 import type { Presence, PresenceWatcher } from '../presence.js';
 import { issueCursor, readCursor, type CursorScope } from './cursor.js';
 import { replay, replayUnavailable } from './replay.js';
+import { parseSnapshot, visibleIn, type Snapshot } from '../snapshot.js';
 
 /** How long ids sent by a replay are remembered against late notifications. */
 const REPLAY_DEDUPE_MS = 30_000;
@@ -72,7 +79,9 @@ export class Subscription implements Subscriber, PresenceWatcher {
   /** The channel's publish_rate, for this socket. */
   private publishBucket: TokenBucket | undefined;
   /** Live events held back while the replay is read and sent, and their bytes (counted toward the socket's cap). */
-  private held: { id: string; frame: Buffer }[] | null = null;
+  private held: { id: string; frame: Buffer; xact: bigint | undefined }[] | null = null;
+  /** The snapshot of the check: events it saw are not live for this subscription. */
+  private start: Snapshot | null = null;
   private heldBytes = 0;
   /** Ids the replay sent: their notifications may still be on the way. */
   private replayed: { ids: Set<string>; until: number } | null = null;
@@ -89,13 +98,17 @@ export class Subscription implements Subscriber, PresenceWatcher {
     return this.owner.identity;
   }
 
-  sendEvent(frame: Buffer, id: string): boolean {
+  sendEvent(frame: Buffer, id: string, xact?: bigint, floor?: bigint): boolean {
     if (this.closed || this.owner.closed) return false;
     if (this.held) {
       this.heldBytes += frame.length;
       if (this.owner.checkBuffered(this.heldBytes)) return false;
-      this.held.push({ id, frame });
+      this.held.push({ id, frame, xact });
       return true;
+    }
+    if (this.start) {
+      if (floor !== undefined && floor >= this.start.xmax) this.start = null;
+      else if (xact !== undefined && visibleIn(xact, this.start)) return false;
     }
     if (this.replayed) {
       if (this.replayed.until < this.deps.now()) this.replayed = null;
@@ -135,6 +148,7 @@ export class Subscription implements Subscriber, PresenceWatcher {
       }
       this.channelId = auth.id;
       this.limits = auth.limits;
+      this.start = parseSnapshot(auth.snapshot);
       const replayDeps = { db: this.deps.db, maxReplay: this.deps.config.maxReplay };
       const scope = this.scope(identity, auth.stream.epoch);
       const sameEpoch = epoch === undefined || epoch === auth.stream.epoch;
@@ -152,7 +166,12 @@ export class Subscription implements Subscriber, PresenceWatcher {
         since === undefined || unavailable !== null
           ? new Set<string>()
           : await replay(replayDeps, identity, channel, this.filter, { since, through: auth.stream.maxSeq }, this.owner);
-      for (const event of this.held) if (!replayed.has(event.id)) this.owner.write(event.frame);
+      const start = this.start;
+      for (const event of this.held) {
+        if (replayed.has(event.id)) continue;
+        if (start && event.xact !== undefined && visibleIn(event.xact, start)) continue; // before the check
+        this.owner.write(event.frame);
+      }
       // Notifications of replayed messages can arrive after the seam; the relay's
       // recovery pass settles within a few periods, so this window is enough.
       if (replayed.size > 0) this.replayed = { ids: replayed, until: this.deps.now() + REPLAY_DEDUPE_MS };
