@@ -3,7 +3,12 @@
 //   limit     the machine's floor: INSERT + trigger NOTIFY to one listener, a
 //             bare ws server broadcasting prebuilt frames (bench/limit/)
 //   baseline  the naive relay a user would write (bench/baseline/relay.mjs)
-//   realtimed `realtimed start`, full features (RLS checks, stats, seq, outbox)
+//   realtimed `realtimed start`, full features (RLS checks, stats, seq, outbox),
+//             in each delivery mode: realtimed (notify), realtimed-poll, and
+//             realtimed-wal when the server runs with wal_level = logical
+//   plain     (publish path only) the business INSERT with no trigger at all
+// The delivery modes are compared where they differ: the publish path, fan-out
+// and spread; the other scenarios run realtimed in notify only.
 // Load clients run in separate processes (bench/lib/load.mjs) on 127.0.0.1.
 // Prints a table, writes bench/results/<time>.json and docs/BENCHMARKS.md.
 //
@@ -23,6 +28,16 @@ import pg from 'pg';
 
 import { migrate } from '../dist/index.js';
 import { benchDatabase, listeningPort, log, median, quantile, SERVER, sleep } from './lib/common.mjs';
+
+async function q(url, sql, params) {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await c.query(sql, params);
+  } finally {
+    await c.end();
+  }
+}
 
 const { values: args } = parseArgs({
   options: {
@@ -46,7 +61,7 @@ const FULL = {
   idle: { sockets: 10000 },
   publish: { sockets: 100, seconds: 10 },
   webhooks: { messages: 5000 },
-  path: { seconds: 10, clients: 4 },
+  path: { seconds: 10, clients: [4, 16] },
 };
 const SMOKE = {
   seconds: 2,
@@ -57,7 +72,7 @@ const SMOKE = {
   idle: { sockets: 100 },
   publish: { sockets: 5, seconds: 1 },
   webhooks: { messages: 100 },
-  path: { seconds: 1, clients: 2 },
+  path: { seconds: 1, clients: [2] },
 };
 const SIZE = args.smoke ? SMOKE : FULL;
 /** Pauses that let a system settle: shorter at smoke sizes, where nothing is measured closely. */
@@ -67,20 +82,23 @@ if (args.seconds) SIZE.seconds = Number(args.seconds);
 const RUNS = Number(args.runs ?? (args.smoke ? 1 : 3));
 const SCENARIOS = ['path', 'fanout', 'spread', 'storm', 'subscribes', 'idle', 'publish', 'webhooks'];
 const only = args.only ? args.only.split(',') : SCENARIOS;
-const SYSTEMS = args.systems ? args.systems.split(',') : ['limit', 'baseline', 'realtimed'];
+const WAL_LEVEL = (await q(SERVER, 'show wal_level')).rows[0].wal_level;
+const SYSTEMS = args.systems
+  ? args.systems.split(',')
+  : ['limit', 'baseline', 'realtimed', 'realtimed-poll', ...(WAL_LEVEL === 'logical' ? ['realtimed-wal'] : [])];
+const isRealtimed = (system) => system.startsWith('realtimed');
+/** realtime.config.delivery for a realtimed system. */
+const modeOf = (system) => (system === 'realtimed' ? 'notify' : system.slice('realtimed-'.length));
+/** Where the delivery mode makes a difference; elsewhere realtimed runs in notify only. */
+const MODE_SCENARIOS = ['path', 'fanout', 'spread'];
+const systemsFor = (scenario) =>
+  scenario === 'path'
+    ? [...(args.systems ? [] : ['plain']), ...SYSTEMS.filter((s) => s !== 'baseline')]
+    : SYSTEMS.filter((s) => MODE_SCENARIOS.includes(scenario) || !isRealtimed(s) || s === 'realtimed');
 const DAEMON_ARGS = args['daemon-args'] ? args['daemon-args'].split(' ') : [];
 
 const { DB, ROLE, SECRET, dbUrl } = benchDatabase('rt_bench');
-
-async function q(url, sql, params) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await c.query(sql, params);
-  } finally {
-    await c.end();
-  }
-}
+const POLL_INTERVAL_MS = Number(/--poll-interval[ =](\d+)/.exec(args['daemon-args'] ?? '')?.[1] ?? 20);
 
 // ---------------------------------------------------------------- statistics
 const round = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? null : Number(n.toFixed(digits)));
@@ -119,6 +137,7 @@ async function startServer(system, extraArgs = []) {
   } else if (system === 'baseline') {
     child = fork('bench/baseline/relay.mjs', [], { env: { ...process.env, DATABASE_URL: dbUrl(ROLE) }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   } else {
+    await q(dbUrl(), 'update realtime.config set delivery = $1', [modeOf(system)]);
     child = spawn(
       process.execPath,
       ['bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000',
@@ -159,7 +178,7 @@ async function startLoads(system, server, plan, protocol = 'subscribe') {
       const child = fork('bench/lib/load.mjs', [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       loads.push(child);
       await waitFor(child, 'ready');
-      const url = system === 'realtimed' ? `${server.url}?token=${await tokenFor(p)}` : server.url;
+      const url = isRealtimed(system) ? `${server.url}?token=${await tokenFor(p)}` : server.url;
       const mine = plan.filter((_, i) => i % processes === p);
       const { connected: n } = await (child.send({ cmd: 'connect', url, plan: mine, protocol, concurrency: 50 }), waitFor(child, 'connected'));
       connected += n;
@@ -247,7 +266,7 @@ function aggregate(list) {
 /** Fan-out and spread: sockets over channels, a publish rate, delivered frames/s and latency. */
 async function stream(system, { sockets, channels: channelCount = 1, rate }) {
   const seconds = SIZE.seconds;
-  const extra = system === 'realtimed' ? ['--max-buffered-bytes', String(64 * 1024 * 1024)] : [];
+  const extra = isRealtimed(system) ? ['--max-buffered-bytes', String(64 * 1024 * 1024)] : [];
   const server = await startServer(system, extra);
   const channels = Array.from({ length: channelCount }, (_, i) => `bench:${i}`);
   const plan = Array.from({ length: sockets }, (_, i) => [channels[i % channelCount]]);
@@ -396,17 +415,26 @@ async function webhooks(system, { messages }) {
   }
 }
 
-/** The publish path: single-row INSERT transactions whose trigger notifies, as fast as `clients` connections go. */
+/**
+ * The publish path: single-row INSERT transactions, as fast as `clients`
+ * connections go. plain: no trigger; limit: a trigger that only notifies;
+ * realtimed*: a trigger calling realtime.publish, with the daemon running in
+ * that delivery mode. Checked: every commit notified (limit, notify) or
+ * stored as a message (wal, poll: no notification is sent).
+ */
 async function path(system, { seconds, clients }, syncCommit) {
-  const table = { limit: 'bench.floor (channel, t)', baseline: "bench.baseline_messages (channel, event, payload)", realtimed: 'bench.orders (channel, t)' }[system];
+  const table = { plain: 'bench.plain (channel, t)', limit: 'bench.floor (channel, t)', baseline: 'bench.baseline_messages (channel, event, payload)' }[system] ?? 'bench.orders (channel, t)';
   const values = system === 'baseline' ? "values ('bench:0', 'bench', jsonb_build_object('t', $1::bigint))" : "values ('bench:0', $1::bigint)";
-  const server = system === 'realtimed' ? await startServer('realtimed') : null;
-  const channel = { limit: 'floor', baseline: 'baseline', realtimed: 'realtime_messages' }[system];
+  const server = isRealtimed(system) ? await startServer(system) : null;
+  const mode = isRealtimed(system) ? modeOf(system) : null;
+  const channel = { limit: 'floor', baseline: 'baseline' }[system] ?? (mode === 'notify' ? 'realtime_messages' : null);
   const listener = new pg.Client({ connectionString: dbUrl() });
   await listener.connect();
   let heard = 0;
   listener.on('notification', () => heard++);
-  await listener.query(`listen ${channel}`);
+  if (channel) await listener.query(`listen ${channel}`);
+  const stored = async () => Number((await listener.query('select count(*) as n from realtime.messages')).rows[0].n);
+  const before = isRealtimed(system) ? await stored() : 0;
   try {
     const deadline = Date.now() + seconds * 1000;
     let committed = 0;
@@ -423,7 +451,8 @@ async function path(system, { seconds, clients }, syncCommit) {
       }),
     );
     await sleep(500);
-    return { committed, perSecond: round(committed / seconds), notified: heard, lost: Math.max(0, committed - heard) };
+    const seen = channel ? heard : isRealtimed(system) ? (await stored()) - before : committed;
+    return { committed, perSecond: round(committed / seconds), notified: seen, how: channel ? 'notified' : 'stored', lost: Math.max(0, committed - seen) };
   } finally {
     await listener.end();
     await server?.stop();
@@ -434,6 +463,8 @@ async function path(system, { seconds, clients }, syncCommit) {
 async function setup() {
   await q(SERVER, `create database ${DB}`);
   await q(SERVER, `create role ${ROLE} login; grant anon, authenticated, service_role to ${ROLE}`);
+  // delivery 'wal' replicates as the daemon's role.
+  if (WAL_LEVEL === 'logical') await q(SERVER, `alter role ${ROLE} replication`);
   await migrate({ databaseUrl: dbUrl() });
   await q(dbUrl(), `
     create schema bench;
@@ -454,6 +485,9 @@ async function setup() {
       return null;
     end $$;
     create trigger orders_publish after insert on bench.orders for each row execute function bench.orders_publish();
+
+    -- plain: the same table shape, no trigger: the business write alone.
+    create table bench.plain (id bigint generated always as identity primary key, channel text not null, t bigint not null);
 
     -- limit: the same table shape, a trigger that only notifies.
     create table bench.floor (id bigint generated always as identity primary key, channel text not null, t bigint not null);
@@ -507,13 +541,19 @@ try {
       : scenario === 'idle' ? [{ name: `idle memory ${SIZE.idle.sockets} sockets`, params: SIZE.idle }]
       : scenario === 'publish' ? [{ name: `client publish ${SIZE.publish.sockets} sockets`, params: SIZE.publish }]
       : scenario === 'webhooks' ? [{ name: `webhooks ${SIZE.webhooks.messages} messages`, params: SIZE.webhooks }]
-      : scenario === 'path' ? [true, false].map((sync) => ({ name: `publish path, synchronous_commit=${sync ? 'on' : 'off'}`, params: SIZE.path, sync }))
+      : scenario === 'path'
+        ? [...SIZE.path.clients.map((clients) => ({ sync: true, clients })), { sync: false, clients: SIZE.path.clients[0] }].map(({ sync, clients }) => ({
+            name: `publish path, ${clients} clients, synchronous_commit=${sync ? 'on' : 'off'}`,
+            params: { seconds: SIZE.path.seconds, clients },
+            sync,
+          }))
       : [];
     for (const c of cases) {
       const row = { scenario, name: c.name, params: c.params, runs: RUNS, systems: {} };
-      const runs = Object.fromEntries(SYSTEMS.map((s) => [s, []]));
+      const systems = systemsFor(scenario);
+      const runs = Object.fromEntries(systems.map((s) => [s, []]));
       for (let run = 1; run <= RUNS; run++) {
-        for (const system of SYSTEMS) {
+        for (const system of systems) {
           log(`${c.name}: ${system}${RUNS > 1 ? ` (run ${run}/${RUNS})` : ''}`);
           const fn = { fanout: stream, spread: stream, storm, subscribes, idle, publish, webhooks, path }[scenario];
           try {
@@ -526,7 +566,7 @@ try {
           await sleep(1000 * PAUSE);
         }
       }
-      for (const system of SYSTEMS) row.systems[system] = aggregate(runs[system]);
+      for (const system of systems) row.systems[system] = aggregate(runs[system]);
       results.push(row);
     }
   }
@@ -551,10 +591,32 @@ const ratio = (a, b) => (a === null || b === null || b === 0 || a === undefined 
     TARGETS.push({ target: `${row.name}: all delivered, p99 <= baseline p99`, figure: `lost ${rt.lost}, p99 ${rt.p99} vs ${base.p99} ms`, holds: rt.lost === 0 && rt.p99 !== null && base.p99 !== null && rt.p99 <= base.p99 });
   }
   for (const row of results.filter((r) => r.scenario === 'path')) {
+    const what = row.name.split(', ').slice(1).join(', ');
     const r = ratio(row.systems.realtimed?.perSecond, row.systems.limit?.perSecond);
     // Issue 14's targets: 0.8x with durable commits, 0.6x without.
     const want = row.name.endsWith('=on') ? 0.8 : 0.6;
-    TARGETS.push({ target: `trigger publish path >= ${want}x INSERT+NOTIFY floor (${row.name.split(', ')[1]})`, figure: `${r}x`, holds: r !== null && r >= want });
+    if (r !== null) TARGETS.push({ target: `trigger publish path (notify) >= ${want}x INSERT+NOTIFY floor (${what})`, figure: `${r}x`, holds: r >= want });
+    // Issue 15's: without NOTIFY, ahead of the NOTIFY floor and at least half the plain INSERT (durable commits).
+    if (!row.name.endsWith('=on')) continue;
+    const clients = row.params.clients;
+    const ahead = clients >= 16 ? 1.5 : 1.2;
+    for (const system of ['realtimed-wal', 'realtimed-poll']) {
+      const v = row.systems[system]?.perSecond;
+      if (v === undefined) continue;
+      const vsFloor = ratio(v, row.systems.limit?.perSecond);
+      const vsPlain = ratio(v, row.systems.plain?.perSecond);
+      TARGETS.push({ target: `trigger publish (${modeOf(system)}) >= ${ahead}x INSERT+NOTIFY and >= 0.5x plain INSERT (${what})`, figure: `${vsFloor}x, ${vsPlain}x`, holds: vsFloor !== null && vsPlain !== null && vsFloor >= ahead && vsPlain >= 0.5 });
+    }
+  }
+  // Issue 15's latency targets, per delivery mode.
+  for (const row of [get('fanout', `${FULL.fanout[0].sockets} sockets`) ?? get('fanout', ''), get('spread')]) {
+    if (!row) continue;
+    const notify = row.systems.realtimed ?? {};
+    const wal = row.systems['realtimed-wal'];
+    const poll = row.systems['realtimed-poll'];
+    if (wal && row.scenario === 'fanout') TARGETS.push({ target: `${row.name}: wal p50 and p99 <= notify's`, figure: `${wal.p50}/${wal.p99} vs ${notify.p50}/${notify.p99} ms`, holds: wal.p50 <= notify.p50 && wal.p99 <= notify.p99 });
+    if (wal && row.scenario === 'spread') TARGETS.push({ target: `${row.name}: wal p99 <= baseline p99`, figure: `${wal.p99} vs ${row.systems.baseline?.p99} ms`, holds: wal.p99 <= (row.systems.baseline?.p99 ?? -1) });
+    if (poll) TARGETS.push({ target: `${row.name}: poll p50 <= ${POLL_INTERVAL_MS / 2} ms + notify p50`, figure: `${poll.p50} vs ${notify.p50} ms`, holds: poll.p50 <= POLL_INTERVAL_MS / 2 + notify.p50 });
   }
   const sub = get('subscribes');
   if (sub) TARGETS.push({ target: '>= 2,000 RLS-checked subscribes/s (open sockets)', figure: `${sub.systems.realtimed?.perSecond}/s`, holds: (sub.systems.realtimed?.perSecond ?? 0) >= 2000 });
@@ -562,7 +624,7 @@ const ratio = (a, b) => (a === null || b === null || b === 0 || a === undefined 
   if (st) TARGETS.push({ target: 'connect + RLS-checked subscribe storm, vs bare connects', figure: `${st.systems.realtimed?.perSecond}/s = ${ratio(st.systems.realtimed?.perSecond, st.systems.limit?.perSecond)}x`, holds: (st.systems.realtimed?.perSecond ?? 0) >= 2000 });
   const id = get('idle');
   if (id) TARGETS.push({ target: '<= 16 KiB RSS per idle socket', figure: `${id.systems.realtimed?.perSocketKiB} KiB`, holds: (id.systems.realtimed?.perSocketKiB ?? Infinity) <= 16 });
-  const lost = results.flatMap((r) => Object.entries(r.systems).filter(([s, v]) => s === 'realtimed' && (v.lost > 0 || v.error)).map(() => r.name));
+  const lost = results.flatMap((r) => Object.entries(r.systems).filter(([s, v]) => isRealtimed(s) && (v.lost > 0 || v.error)).map(([s]) => `${r.name} (${s})`));
   TARGETS.push({ target: 'nothing lost (realtimed, every run)', figure: lost.length ? `lost in: ${lost.join('; ')}` : 'none lost', holds: lost.length === 0 });
 }
 
@@ -584,7 +646,7 @@ function figure(scenario, v) {
     case 'webhooks':
       return `${v.perSecond}/s (${v.received}/${v.messages} in ${v.seconds} s)`;
     case 'path':
-      return `${v.perSecond} tx/s (${v.notified}/${v.committed} notified)`;
+      return `${v.perSecond} tx/s (${v.notified}/${v.committed} ${v.how ?? 'notified'})`;
     default:
       return JSON.stringify(v);
   }
@@ -599,7 +661,7 @@ lines.push(`command: ${command}${args.smoke ? ' (smoke sizes)' : ''}; medians of
 lines.push('');
 lines.push('| scenario | system | result |');
 lines.push('| --- | --- | --- |');
-for (const row of results) for (const system of SYSTEMS) lines.push(`| ${row.name} | ${system} | ${figure(row.scenario, row.systems[system])} |`);
+for (const row of results) for (const system of Object.keys(row.systems)) lines.push(`| ${row.name} | ${system} | ${figure(row.scenario, row.systems[system])} |`);
 lines.push('');
 lines.push('| target | figure | holds |');
 lines.push('| --- | --- | --- |');
@@ -611,7 +673,7 @@ const json = { started: started.toISOString(), machine, command, smoke: args.smo
 await mkdir('bench/results', { recursive: true });
 await writeFile(`bench/results/${started.toISOString().replace(/[:.]/g, '-')}.json`, `${JSON.stringify(json, null, 2)}\n`);
 if (args.docs && !args.smoke) {
-  const doc = `# Benchmarks\n\nGenerated by \`${command}\` (bench/run.mjs); medians of ${RUNS} runs, the three systems interleaved within each run, so compare ratios, not absolute numbers.\nlimit = the machine's floor (INSERT + trigger NOTIFY to one listener; a bare \`ws\` server broadcasting a prebuilt frame), baseline = the naive relay in bench/baseline/, realtimed = \`realtimed start\` with RLS checks, statistics and seq.\nWhat the figures mean, what was profiled and fixed, and why some targets do not hold: [performance.md](performance.md).\n\n${table}\n`;
+  const doc = `# Benchmarks\n\nGenerated by \`${command}\` (bench/run.mjs); medians of ${RUNS} runs, the three systems interleaved within each run, so compare ratios, not absolute numbers.\nlimit = the machine's floor (INSERT + trigger NOTIFY to one listener; a bare \`ws\` server broadcasting a prebuilt frame), baseline = the naive relay in bench/baseline/, realtimed = \`realtimed start\` with RLS checks, statistics and seq, in delivery notify (realtimed), poll and wal (realtimed-poll, realtimed-wal; wal only when the server runs with wal_level = logical); plain = the business INSERT with no trigger (publish path only).\nWhat the figures mean, what was profiled and fixed, and why some targets do not hold: [performance.md](performance.md).\n\n${table}\n`;
   await writeFile('docs/BENCHMARKS.md', doc);
 }
 process.stdout.write(`${failed ? 'some runs failed' : 'all runs completed'}; results in bench/results/\n`);
