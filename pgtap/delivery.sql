@@ -4,7 +4,7 @@
 -- (realtime.insert_context) and at the queue after a committed publish is
 -- impossible in one transaction; test/e2e/delivery.test.ts listens for real.
 begin;
-select plan(31);
+select plan(32);
 
 select has_column('realtime', 'config', 'delivery', 'config has delivery');
 select col_not_null('realtime', 'config', 'delivery', 'delivery is never NULL');
@@ -57,6 +57,9 @@ select results_eq($$select r.frame, r.xact_id = pg_current_xact_id(), r.row_chec
                     where m.channel_name = 'd:1'$$,
   $$select realtime.event_frame(m), true, false from realtime.messages m where m.channel_name = 'd:1'$$,
   'the stored frame, and the transaction that wrote it');
+select is_empty($$select m.id from realtime.messages m, realtime.relay_messages(array[m.channel_name], array[m.seq]) r
+                 where r.frame is distinct from realtime.event_frame(m) or r.row_check is distinct from realtime.needs_row_check(m)$$,
+  'for every message: event_frame''s frame and needs_row_check''s answer, written out');
 select is_empty($$select * from realtime.messages m,
                    realtime.relay_messages(array[m.channel_name], array[m.seq],
                                            format('%s:%s:', pg_current_xact_id()::text::bigint + 1, pg_current_xact_id()::text::bigint + 1)::pg_snapshot)

@@ -156,7 +156,7 @@ comment on column realtime.config.retention is 'How long realtime.prune() keeps 
 comment on column realtime.config.epoch is 'Part of the stream epoch (realtime.stream_info): set a new value (update realtime.config set epoch = gen_random_uuid()) after resetting or restoring messages, so clients resync instead of replaying from a seq that now means something else.';
 comment on column realtime.config.pruned_through_seq is 'The highest seq realtime.prune() deleted: a replay from below it may have lost messages (REPLAY_UNAVAILABLE).';
 comment on column realtime.config.partition_span is 'How long one partition of realtime.messages takes new messages (realtime.maintain_partitions). A partition is dropped whole once retention has passed since it took its last message, so messages are kept between retention and retention + partition_span.';
-comment on column realtime.config.delivery is 'How committed messages reach the daemons (docs/delivery.md): notify (a NOTIFY per publishing transaction; it takes the cluster-wide notification lock at commit), wal (logical replication of realtime.messages through publication realtime_messages; needs wal_level = logical and a role with REPLICATION) or poll (each daemon reads what committed every --poll-interval ms). In wal and poll no business transaction NOTIFYs. Daemons follow a change within a second.';
+comment on column realtime.config.delivery is 'How committed messages reach the daemons (docs/delivery.md): notify (a NOTIFY per publishing transaction; it takes the cluster-wide notification lock at commit), wal (logical replication of realtime.messages through publication realtime_messages; needs wal_level = logical and a role with REPLICATION) or poll (each daemon reads what committed every --poll-interval ms). In wal and poll no business transaction NOTIFYs. Daemons follow a change at once (they are notified), or within 10 s.';
 CREATE TRIGGER config_notify AFTER UPDATE ON realtime.config FOR EACH ROW EXECUTE FUNCTION realtime.config_notify();
 comment on trigger config_notify on realtime.config is 'Tells the daemons that the delivery mode changed.';
 
@@ -1104,23 +1104,31 @@ grant execute on function realtime.claims() to anon, authenticated, public, serv
 
 CREATE OR REPLACE FUNCTION realtime.committed_between(low pg_snapshot, high pg_snapshot)
  RETURNS TABLE(id uuid, seq bigint, channel_name text)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO ''
 AS $function$
+declare
+  v_from bigint;
+  v_to bigint := (pg_catalog.pg_snapshot_xmax(committed_between.high)::text)::bigint;
+begin
+  select coalesce(pg_catalog.min((x::text)::bigint), (pg_catalog.pg_snapshot_xmax(committed_between.low)::text)::bigint)
+    into v_from
+  from pg_catalog.pg_snapshot_xip(committed_between.low) x
+  where pg_catalog.pg_visible_in_snapshot(x, committed_between.high);
+  if v_from >= v_to then
+    return;
+  end if;
   -- The xact_id bounds are written as the BRIN index's expression so it is used.
-  select m.id, m.seq, m.channel_name
-  from realtime.messages m
-  where ((m.xact_id::text)::bigint) >= coalesce(
-          (select pg_catalog.min((x::text)::bigint) from pg_catalog.pg_snapshot_xip(committed_between.low) x
-           where pg_catalog.pg_visible_in_snapshot(x, committed_between.high)),
-          (pg_catalog.pg_snapshot_xmax(committed_between.low)::text)::bigint)
-    and ((m.xact_id::text)::bigint) < (pg_catalog.pg_snapshot_xmax(committed_between.high)::text)::bigint
-    and pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.high)
-    and not pg_catalog.pg_visible_in_snapshot(m.xact_id, committed_between.low)
-  order by m.seq
+  return query execute pg_catalog.format(
+    'select m.id, m.seq, m.channel_name from realtime.messages m
+     where ((m.xact_id::text)::bigint) >= %s and ((m.xact_id::text)::bigint) < %s
+       and pg_catalog.pg_visible_in_snapshot(m.xact_id, $2) and not pg_catalog.pg_visible_in_snapshot(m.xact_id, $1)
+     order by m.seq', v_from, v_to)
+    using committed_between.low, committed_between.high;
+end
 $function$;
-comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one. Reads from the oldest transaction that was in progress at low and committed by high (else from low''s xmax), so a long open transaction does not widen every pass.';
+comment on function realtime.committed_between(pg_snapshot, pg_snapshot) is 'For the daemon: the messages whose transactions committed after snapshot low was taken and before snapshot high, in seq order. Comparing snapshots, not seqs: a lower seq can commit after a higher one. Reads from the oldest transaction that was in progress at low and committed by high (else from low''s xmax), so a long open transaction does not widen every pass; the bounds are planned as constants, so the BRIN index on xact_id is used.';
 grant execute on function realtime.committed_between(pg_snapshot, pg_snapshot) to service_role;
 
 -- realtime.config_notify()
@@ -2125,17 +2133,37 @@ grant execute on function realtime.relay_frames(uuid[], pg_snapshot) to service_
 
 CREATE OR REPLACE FUNCTION realtime.relay_messages(channels text[], seqs bigint[], after pg_snapshot DEFAULT NULL::pg_snapshot)
  RETURNS TABLE(id uuid, seq bigint, channel_name text, frame text, row_check boolean, xact_id xid8)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE
  SET search_path TO ''
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
-  select m.id, m.seq, m.channel_name, realtime.event_frame(m), realtime.needs_row_check(m), m.xact_id
+begin
+  return query
+  select m.id, m.seq, m.channel_name,
+         '{"type":"event","channel":' || pg_catalog.to_json(m.channel_name)::text
+      || ',"event":' || pg_catalog.to_json(m.event_name)::text
+      || ',"payload":' || m.payload::text
+      || ',"meta":{"messageId":"' || m.id::text
+      || '","seq":' || m.seq::text
+      || ',"senderType":"' || m.sender_type
+      || '","senderId":' || coalesce('"' || m.sender_id::text || '"', 'null')
+      || ',"timestamp":"' || pg_catalog.to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+      || '"}}',
+         m.sender_type = 'system' and m.event_name in ('insert', 'update')
+           and m.payload operator(pg_catalog.?) 'table' and m.payload operator(pg_catalog.?) 'schema'
+           and exists (select from realtime.change_streams cs
+                       where cs.table_id = pg_catalog.to_regclass(pg_catalog.quote_ident(m.payload ->> 'schema') || '.'
+                                                                  || pg_catalog.quote_ident(m.payload ->> 'table'))
+                         and not cs.public),
+         m.xact_id
   from rows from (pg_catalog.unnest(relay_messages.channels), pg_catalog.unnest(relay_messages.seqs)) with ordinality as i(channel_name, seq, n)
   join realtime.messages m on m.channel_name = i.channel_name and m.seq = i.seq
   where relay_messages.after is null or not pg_catalog.pg_visible_in_snapshot(m.xact_id, relay_messages.after)
-  order by i.n
+  order by i.n;
+end
 $function$;
-comment on function realtime.relay_messages(text[], bigint[], pg_snapshot) is 'For the daemon: as realtime.relay_frames, with the writing transaction of each message (xact_id), which the daemon compares with the snapshot each subscription was authorized in.';
+comment on function realtime.relay_messages(text[], bigint[], pg_snapshot) is 'For the daemon: as realtime.relay_frames (the frame is realtime.event_frame''s, the row check realtime.needs_row_check''s, written out so the plan is cached), with the writing transaction of each message (xact_id), which the daemon compares with the snapshot each subscription was authorized in.';
 grant execute on function realtime.relay_messages(text[], bigint[], pg_snapshot) to service_role;
 
 -- realtime.replay_relay_frames(text, bigint, integer)
@@ -2289,23 +2317,46 @@ CREATE OR REPLACE FUNCTION realtime.summarize_messages()
  SET lock_timeout TO '50ms'
 AS $function$
 declare
-  v_index regclass;
+  r record;
   v_done integer := 0;
+  v_ranges bigint;
+  v_range bigint;
 begin
-  for v_index in
-    select i.indexrelid::regclass
+  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('realtime.summarize_messages')) then
+    return 0;
+  end if;
+  for r in
+    select i.indexrelid::regclass as index, c.oid as heap,
+           coalesce((select pg_catalog.split_part(o, '=', 2)::integer from pg_catalog.unnest(ic.reloptions) o
+                     where o like 'pages\_per\_range=%'), 128) as pages_per_range,
+           p.closed_at is not null as closed
     from realtime.message_partitions p
-    join pg_catalog.pg_index i on i.indrelid = pg_catalog.to_regclass('realtime.' || pg_catalog.quote_ident(p.table_name))
-    join pg_catalog.pg_class c on c.oid = i.indexrelid
-    join pg_catalog.pg_am a on a.oid = c.relam and a.amname = 'brin'
-    where p.opened_at is not null and p.closed_at is null
+    join pg_catalog.pg_class c on c.oid = pg_catalog.to_regclass('realtime.' || pg_catalog.quote_ident(p.table_name))
+    join pg_catalog.pg_index i on i.indrelid = c.oid
+    join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+    join pg_catalog.pg_am a on a.oid = ic.relam and a.amname = 'brin'
+    where p.opened_at is not null and (p.closed_at is null or p.closed_at > pg_catalog.now() - interval '1 hour')
   loop
-    v_done := v_done + pg_catalog.brin_summarize_new_values(v_index);
+    begin
+      if r.closed then
+        -- Nothing is added to a closed partition: its last, partial range too.
+        v_done := v_done + pg_catalog.brin_summarize_new_values(r.index);
+      else
+        v_ranges := pg_catalog.pg_relation_size(r.heap) / pg_catalog.current_setting('block_size')::bigint / r.pages_per_range;
+        -- The last few complete ranges (a second of messages is far fewer); already summarized ones cost a look-up.
+        for v_range in greatest(v_ranges - 4, 0) .. v_ranges - 1 loop
+          v_done := v_done + pg_catalog.brin_summarize_range(r.index, v_range * r.pages_per_range);
+        end loop;
+      end if;
+    exception when lock_not_available then
+      -- VACUUM or a partition change has the table: the next call catches up.
+      null;
+    end;
   end loop;
   return v_done;
 end
 $function$;
-comment on function realtime.summarize_messages() is 'For the daemon in delivery poll, every second: summarizes the new page ranges of the open partition''s BRIN indexes (brin_summarize_new_values), so a poll reads a second of messages, not everything since the last VACUUM. Waits at most 50 ms for its lock (another daemon, VACUUM) and then fails; the next call catches up.';
+comment on function realtime.summarize_messages() is 'For the daemon in delivery poll, every second: summarizes the complete page ranges of the open partition''s BRIN indexes (and all of a partition closed within the hour), so a poll reads about a second of messages, not everything since the last VACUUM. Never the range inserts still extend (that would cost every publish a BRIN update). One daemon at a time: the others return 0 at once; a lock held by VACUUM is skipped after 50 ms.';
 grant execute on function realtime.summarize_messages() to service_role;
 
 -- realtime.system_message_id(text, text)

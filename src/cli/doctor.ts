@@ -180,9 +180,9 @@ async function checkDelivery(client: pg.Client, listenUrl: string, add: (level: 
     if (!slot.active) {
       add('fail', 'slots', `replication slot ${slot.name} is inactive and keeps ${retained} of WAL until it is dropped: select pg_drop_replication_slot('${slot.name}') (realtimed only makes temporary slots; this one was made by hand or by an older version)`);
     } else if (slot.retainedBytes > 256 * MB) {
-      add('warn', 'slots', `replication slot ${slot.name} is ${retained} behind: its daemon is not keeping up (CPU, network), or an old transaction is being decoded`);
+      add('warn', 'slots', `replication slot ${slot.name} keeps ${retained} of WAL: its daemon is not keeping up (CPU, network), or a long transaction holds it back; max_slot_wal_keep_size bounds it`);
     } else {
-      add('ok', 'slots', `replication slot ${slot.name}${slot.temporary ? ' (temporary)' : ''}: active, ${retained} behind`);
+      add('ok', 'slots', `replication slot ${slot.name}${slot.temporary ? ' (temporary)' : ''}: active, keeps ${retained} of WAL${slot.walStatus && slot.walStatus !== 'reserved' ? ` (wal_status ${slot.walStatus})` : ''}`);
     }
   }
 }

@@ -21,6 +21,8 @@ export interface Subscriber {
    * committed before it was authorized.
    */
   sendEvent(frame: Buffer, id: string, xact?: bigint, floor?: bigint): boolean;
+  /** The relay's watermark has xmin `floor`: a start snapshot it has passed can go (memory of quiet channels). */
+  releaseStart?(floor: bigint): void;
 }
 
 export class Hub<S extends Subscriber = Subscriber> {
@@ -58,6 +60,11 @@ export class Hub<S extends Subscriber = Subscriber> {
   /** Subscribers of one channel here. */
   countOf(channel: string): number {
     return this.channels.get(channel)?.size ?? 0;
+  }
+
+  /** Every subscription here. */
+  *all(): Generator<S> {
+    for (const set of this.channels.values()) yield* set;
   }
 
   channelNames(): string[] {

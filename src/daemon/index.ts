@@ -14,6 +14,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 
 import type { StartConfig } from '../cli/options.js';
+import { RealtimedError } from '../cli/errors.js';
 import { createDb } from '../db/index.js';
 import { createServer, type Server } from '../http/server.js';
 import { createAuthenticator } from './auth.js';
@@ -33,6 +34,9 @@ import type { Subscription } from './socket/subscription.js';
 import { createStats, type Stats } from './statistics.js';
 import { createSubscriberCounts } from './subscriberCounts.js';
 import { createWebhooks, type Webhooks } from './webhooks.js';
+
+/** The oldest realtime schema this daemon works with (it reads realtime.relay_messages, 14). */
+export const MIN_SCHEMA_VERSION = 14;
 
 export interface DaemonDeps {
   config: StartConfig;
@@ -115,7 +119,11 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       onWebhooksDue: () => webhooks?.wake(),
       onPresence: (payload) => presence.hint(payload),
       onEphemeral: (payload) => ephemeral.onNotification(payload),
-      onDisconnected: () => relay.pause(),
+      // Only notifications come through LISTEN in notify; in wal and poll the
+      // relay goes on (recovery passes cover any hint missed meanwhile).
+      onDisconnected: () => {
+        if (delivery.mode() === 'notify') relay.pause();
+      },
       onConnected: () => {
         relay.resync();
         rematch.schedule();
@@ -157,6 +165,13 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     delivery,
     async start() {
       try {
+        // A database that answers must have the schema this daemon reads; one
+        // that does not answer yet is waited for (/health is 503 meanwhile).
+        const version = await db.schemaVersion().catch(() => null);
+        if (version !== null && version < MIN_SCHEMA_VERSION) {
+          throw new RealtimedError('RT_ERR_VERSION',
+            `realtime schema version ${version}, this realtimed needs ${MIN_SCHEMA_VERSION} or newer: run realtimed migrate first (migrate, then upgrade the daemons)`);
+        }
         await keys.load();
         await presence.start();
         await relay.start();

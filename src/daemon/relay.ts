@@ -36,6 +36,8 @@ import type { Metrics } from './metrics.js';
 import type { Stats } from './statistics.js';
 
 const BATCH = 500;
+/** Rows held while a source reconnects; past this they are dropped, and the resync finds them in the table. */
+const MAX_HELD = 20_000;
 
 /** A message as logical replication delivered it, with its frame built (delivery 'wal'). */
 export interface StreamedRow {
@@ -102,7 +104,10 @@ export function createRelay(
    * it. Never by age alone: after a long outage the watermark is old, and
    * forgetting by age would relay the messages around it twice.
    */
-  const seen = new Map<string, number>();
+  const seen = new Map<string, { at: number; xact: bigint | undefined }>();
+  const markSeen = (id: string, xact?: bigint): void => {
+    seen.set(id, { at: Date.now(), xact });
+  };
   let watermark: string | null = null;
   /** The watermark, parsed (for rows from logical replication). */
   let watermarkSnapshot: Snapshot | null = null;
@@ -118,11 +123,19 @@ export function createRelay(
   let held: Job[] | null = null;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  let releasedAt = 0;
+  /** At most once a second: subscriptions let go of start snapshots the watermark has passed. */
+  const releaseStarts = (): void => {
+    const floor = watermarkSnapshot?.xmin;
+    if (floor === undefined || Date.now() - releasedAt < 1000) return;
+    releasedAt = Date.now();
+    for (const s of hub.all()) s.releaseStart?.(floor);
+  };
 
   const send = async (frames: RelayFrame[], receivedAt: bigint | null): Promise<void> => {
     const audience = await rowAudience(frames);
     for (const row of frames) {
-      seen.set(row.id, Date.now());
+      markSeen(row.id, row.xactId);
       const subscribers = hub.subscribers(row.channel);
       if (!subscribers || subscribers.size === 0) continue;
       const event = { frame: Buffer.from(row.frame), id: row.id, xact: row.xactId, floor: watermarkSnapshot?.xmin };
@@ -191,7 +204,7 @@ export function createRelay(
         metrics.notificationsDropped.inc({ reason: 'repeated' });
       } else if (!hub.has(envelope.channel)) {
         // Nobody here listens to that channel: nothing to read.
-        seen.set(envelope.id, Date.now());
+        markSeen(envelope.id);
       } else {
         wanted.set(envelope.id, envelope);
       }
@@ -250,7 +263,7 @@ export function createRelay(
       } else if (watermarkSnapshot !== null && visibleIn(row.xactId, watermarkSnapshot)) {
         // Committed before the watermark: a recovery pass handled it.
       } else if (!hub.has(row.channel)) {
-        seen.set(row.id, Date.now());
+        markSeen(row.id, row.xactId);
       } else {
         keep.push(row);
       }
@@ -293,13 +306,21 @@ export function createRelay(
     previous = snapshot;
     previousAt = nowAt;
     forgetBefore(nowAt);
+    releaseStarts();
     if (committed.length > 0) deps.onCommitted?.();
   };
 
-  /** Forgets the ids handled before `at`, when the watermark snapshot was taken. */
+  /**
+   * Forgets the ids handled before `at`, when the watermark snapshot was
+   * taken: read before it, they committed before it. Not a row from logical
+   * replication whose transaction the watermark does not see yet: the WAL is
+   * decoded before a commit becomes visible (a synchronous standby can hold
+   * that for seconds), so it is kept until the watermark sees it.
+   */
   const forgetBefore = (at: number): void => {
-    for (const [id, seenAt] of seen) {
-      if (seenAt >= at) break;
+    for (const [id, entry] of seen) {
+      if (entry.at >= at) break;
+      if (entry.xact !== undefined && watermarkSnapshot !== null && !visibleIn(entry.xact, watermarkSnapshot)) continue;
       seen.delete(id);
     }
   };
@@ -318,6 +339,7 @@ export function createRelay(
     }
     previous = now;
     previousAt = nowAt;
+    releaseStarts();
   };
 
   const resync = async (): Promise<void> => {
@@ -331,6 +353,7 @@ export function createRelay(
     // The gap is out: what the new session delivered comes after it.
     const waiting = held ?? [];
     held = null;
+    heldRows = 0;
     jobs.push(...waiting);
   };
 
@@ -376,7 +399,17 @@ export function createRelay(
       : setInterval(() => push({ kind: 'sweep' }), options.recoveryIntervalMs);
     timer.unref();
   };
+  let heldRows = 0;
   const hold = (job: Job): void => {
+    heldRows += job.kind === 'notified' ? job.envelopes.length : job.kind === 'streamed' ? job.rows.length : 1;
+    if (heldRows > MAX_HELD) {
+      // Bounded: what is dropped here committed after the watermark, and the
+      // resync (or the next recovery pass) relays it from the table.
+      if (held && held.length > 0) logger.warn({ rows: heldRows }, 'too much arrived while the source reconnected: relaying it from the table instead');
+      held = [];
+      heldRows = 0;
+      return;
+    }
     const last = held?.[held.length - 1];
     if (job.kind === 'streamed' && last?.kind === 'streamed' && last.rows.length < BATCH) last.rows.push(...job.rows);
     else if (job.kind === 'notified' && last?.kind === 'notified' && last.envelopes.length < BATCH) last.envelopes.push(...job.envelopes);

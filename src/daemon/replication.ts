@@ -28,6 +28,9 @@ import type { Metrics } from './metrics.js';
 import type { Relay, StreamedRow } from './relay.js';
 
 const MAX_BACKLOG = 20_000;
+/** How long the stream may wait for a relay that does not catch up before the connection is dropped (its WAL with it). */
+const STALL_MS = 30_000;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface ReplicationSource {
   start(): Promise<void>;
@@ -40,7 +43,11 @@ type Row = Record<string, string | null>;
 /** A timestamptz as the walsender prints it with DateStyle ISO: to the frame's "timestamp" (UTC, milliseconds, truncated). */
 export function isoTimestamp(text: string): string {
   const m = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$/.exec(text);
-  if (!m) return new Date(text).toISOString();
+  if (!m) {
+    // 'infinity', a BC date: whatever the server printed, rather than a thrown error.
+    const d = new Date(text);
+    return Number.isNaN(d.getTime()) ? text : d.toISOString();
+  }
   const [, y, mo, d, h, mi, s, frac = '', oh = '+00', om = '00', os = '00'] = m;
   const ms = (frac + '000').slice(0, 3);
   if (oh === '+00' && om === '00' && os === '00') return `${y}-${mo}-${d}T${h}:${mi}:${s}.${ms}Z`;
@@ -70,8 +77,11 @@ export function frameOfRow(row: Row): string {
     ',"timestamp":"' + isoTimestamp(row['created_at'] ?? '') + '"}}';
 }
 
-/** Whether realtime.needs_row_check might say yes (a system insert or update event naming a table): then it is read back. */
+const FRAME_COLUMNS = ['id', 'seq', 'channel_name', 'event_name', 'payload', 'sender_type', 'created_at', 'xact_id'];
+
+/** Whether realtime.needs_row_check might say yes (a system insert or update event naming a table), or the row lacks a column the frame needs (a publication with a column list): then it is read back. */
 function mayNeedRowCheck(row: Row): boolean {
+  if (FRAME_COLUMNS.some((c) => row[c] === undefined) || !('sender_id' in row)) return true;
   if (row['sender_type'] !== 'system') return false;
   if (row['event_name'] !== 'insert' && row['event_name'] !== 'update') return false;
   const payload = row['payload'] ?? '';
@@ -80,13 +90,18 @@ function mayNeedRowCheck(row: Row): boolean {
 
 /** pgoutput, on a slot this connection makes first: a temporary one. */
 class TemporarySlotPlugin extends PgoutputPlugin {
-  constructor(private readonly onSlot: (consistentPoint: string) => void) {
+  constructor(
+    private readonly onSlow: () => void,
+    private readonly onSlot: (consistentPoint: string) => void,
+  ) {
     super({ protoVersion: 1, publicationNames: [PUBLICATION] });
   }
   override async start(client: pg.Client, slotName: string, _lastLsn: string): Promise<unknown> {
-    const { rows } = await client.query<{ consistent_point: string }>(
-      `CREATE_REPLICATION_SLOT "${slotName}" TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`,
-    );
+    // The slot waits for every transaction in progress to end (a long one holds it up).
+    const slow = setTimeout(this.onSlow, 10_000);
+    const { rows } = await client
+      .query<{ consistent_point: string }>(`CREATE_REPLICATION_SLOT "${slotName}" TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`)
+      .finally(() => clearTimeout(slow));
     this.onSlot(rows[0]?.consistent_point ?? '0/0');
     return super.start(client, slotName, rows[0]?.consistent_point ?? '0/0');
   }
@@ -136,8 +151,18 @@ export function createReplicationSource(
     relay.stream([streamed]);
     metrics.replicatedRows.inc();
     if (Number(row['wh_audience_count'] ?? 0) > 0) deps.onWebhooksDue();
-    // Backpressure: the stream waits while the relay is behind.
-    if (relay.backlog() > MAX_BACKLOG) await relay.idle();
+    // Backpressure: the stream waits while the relay is behind, but not for
+    // ever: a stalled relay would keep the connection, and the WAL, alive.
+    if (relay.backlog() > MAX_BACKLOG) {
+      const since = Date.now();
+      while (relay.backlog() > MAX_BACKLOG / 2) {
+        if (Date.now() - since > STALL_MS) {
+          lost(new Error(`the relay did not catch up in ${STALL_MS / 1000} s; reconnecting (the recovery passes relay the rest from the table)`));
+          return;
+        }
+        await sleep(50);
+      }
+    }
   };
 
   const retry = (): void => {
@@ -186,7 +211,11 @@ export function createReplicationSource(
       if (service === s) lost(err);
     });
     const slot = slotName();
-    const plugin = new TemporarySlotPlugin((point) => {
+    const plugin = new TemporarySlotPlugin(() => {
+      if (service === s && !stopped) {
+        logger.warn({ slot }, 'the replication slot waits for transactions in progress to end (a long transaction?); relaying from the table meanwhile');
+      }
+    }, (point) => {
       if (service !== s || stopped) return;
       up = true;
       attempt = 0;

@@ -154,6 +154,12 @@ export function messageQueries(pool: pg.Pool) {
       return { snapshot: rows[0]?.s ?? '', committed };
     },
 
+    /** realtime.version(): the installed schema version. */
+    async schemaVersion(): Promise<number> {
+      const { rows } = await pool.query<{ v: number }>('select realtime.version() as v');
+      return rows[0]?.v ?? 0;
+    },
+
     /** realtime.config.delivery: notify, wal or poll. */
     async deliveryMode(): Promise<string> {
       const { rows } = await pool.query<{ mode: string }>('select realtime.delivery_mode() as mode');

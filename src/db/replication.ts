@@ -15,7 +15,7 @@ export async function walProblem(url: string): Promise<string | null> {
   try {
     const { rows } = await client.query<{ wal_level: string; published: boolean; publication: boolean; replication: boolean; role: string }>(
       `select pg_catalog.current_setting('wal_level') as wal_level,
-              exists (select from pg_catalog.pg_publication where pubname = $1) as publication,
+              exists (select from pg_catalog.pg_publication where pubname = $1 and pubinsert and pubviaroot) as publication,
               exists (select from pg_catalog.pg_publication_tables
                       where pubname = $1 and schemaname = 'realtime' and tablename = 'messages') as published,
               coalesce((select r.rolreplication or r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user), false)
@@ -32,8 +32,8 @@ export async function walProblem(url: string): Promise<string | null> {
         `or choose another mode: update realtime.config set delivery = 'poll'`;
     }
     if (!r.publication || !r.published) {
-      return `realtime.config.delivery is 'wal' but publication ${PUBLICATION} ${r.publication ? 'does not publish realtime.messages' : 'is missing'}: ` +
-        `a DBA runs: create publication ${PUBLICATION} for table realtime.messages with (publish = 'insert', publish_via_partition_root = true)`;
+      return `realtime.config.delivery is 'wal' but publication ${PUBLICATION} is missing, or does not publish the inserts of realtime.messages under its own name: ` +
+        `a DBA runs: drop publication if exists ${PUBLICATION}; create publication ${PUBLICATION} for table realtime.messages with (publish = 'insert', publish_via_partition_root = true)`;
     }
     if (!r.replication) {
       return `realtime.config.delivery is 'wal' but role ${r.role} may not replicate: a DBA runs: alter role ${pg.escapeIdentifier(r.role)} replication` +
@@ -46,15 +46,18 @@ export async function walProblem(url: string): Promise<string | null> {
 }
 
 /** realtimed's replication slots (named realtimed_...): whether each is active, and the WAL it keeps. */
-export async function realtimedSlots(client: pg.ClientBase): Promise<{ name: string; active: boolean; temporary: boolean; retainedBytes: number }[]> {
-  const { rows } = await client.query<{ name: string; active: boolean; temporary: boolean; retained: string | null }>(
-    `select slot_name as name, active, temporary,
+export async function realtimedSlots(
+  client: pg.ClientBase,
+): Promise<{ name: string; active: boolean; temporary: boolean; retainedBytes: number; walStatus: string | null }[]> {
+  // WAL is kept from restart_lsn (a long transaction anywhere holds it back), not from what was confirmed.
+  const { rows } = await client.query<{ name: string; active: boolean; temporary: boolean; retained: string | null; wal_status: string | null }>(
+    `select slot_name as name, active, temporary, wal_status,
             pg_catalog.pg_wal_lsn_diff(
               case when pg_catalog.pg_is_in_recovery() then pg_catalog.pg_last_wal_receive_lsn() else pg_catalog.pg_current_wal_lsn() end,
-              coalesce(confirmed_flush_lsn, restart_lsn))::text as retained
+              restart_lsn)::text as retained
      from pg_catalog.pg_replication_slots where slot_name like 'realtimed\\_%' order by slot_name`,
   );
-  return rows.map((r) => ({ name: r.name, active: r.active, temporary: r.temporary, retainedBytes: Number(r.retained ?? 0) }));
+  return rows.map((r) => ({ name: r.name, active: r.active, temporary: r.temporary, retainedBytes: Number(r.retained ?? 0), walStatus: r.wal_status }));
 }
 
 /** How full the NOTIFY queue is, 0 to 1 (pg_notification_queue_usage). */

@@ -369,6 +369,20 @@ t.test("delivery 'wal' that cannot work is one line naming the fix, and the daem
     { code: 'RT_ERR_DELIVERY', message: /create publication realtime_messages for table realtime.messages/ }, 'no publication');
 });
 
+t.test('a daemon refuses a schema older than the one it reads (migrate first, then upgrade the daemons)', async (t) => {
+  const db = await cluster.createDatabase(t);
+  await db.pool.query(`delete from realtime.schema_versions where version = 14`);
+  const url = cluster.urlFor(db.name, 'daemon');
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  t.teardown(() => pool.end());
+  const daemon = createDaemon({
+    config: { ...START_DEFAULTS, roles: [...START_DEFAULTS.roles], databaseUrl: url, listenUrl: url, port: 0, jwtSecret: SECRET, logLevel: 'silent' },
+    pool,
+    logger: pino({ level: 'silent' }),
+  });
+  await t.rejects(daemon.start(), { code: 'RT_ERR_VERSION', exitCode: 2, message: /realtime schema version 13, this realtimed needs 14 or newer: run realtimed migrate first/ });
+});
+
 t.test('doctor: wal ok with the slots of running daemons; a realtimed slot left inactive is a FAIL', async (t) => {
   const { doctor } = await import('../../src/cli/doctor.js');
   const { db } = await setup(t, 'wal');

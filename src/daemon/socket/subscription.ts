@@ -117,6 +117,10 @@ export class Subscription implements Subscriber, PresenceWatcher {
     return this.owner.write(frame);
   }
 
+  releaseStart(floor: bigint): void {
+    if (this.start && floor >= this.start.xmax) this.start = null;
+  }
+
   /** A presence frame (presence_state, presence_diff). */
   sendText(text: string): void {
     if (!this.closed) this.owner.send(text);
