@@ -29,7 +29,7 @@ const { values: args } = parseArgs({
   options: {
     rate: { type: 'string', default: '500' },
     seconds: { type: 'string', default: '10' },
-    instances: { type: 'string', default: '1,2,4' },
+    instances: { type: 'string', default: '0,1,2,4' },
     modes: { type: 'string', default: 'notify,poll,wal' },
     'poll-interval': { type: 'string', default: '20' },
   },
@@ -81,12 +81,14 @@ const daemons = [];
 const stopDaemons = async () => {
   await Promise.all(daemons.splice(0).map((d) => new Promise((r) => (d.exitCode !== null ? r() : (d.once('exit', r), d.kill('SIGTERM'))))));
 };
-process.on('SIGINT', async () => {
-  await stopDaemons();
-  await server.stop();
-  await rm(dir, { recursive: true, force: true });
-  process.exit(130);
-});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, async () => {
+    await stopDaemons();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 
 const rows = [];
 try {
@@ -111,7 +113,7 @@ try {
   for (const mode of MODES) {
     await db.query('update realtime.config set delivery = $1', [mode]);
     for (const n of INSTANCES) {
-      log(`${mode}, ${n} instance${n > 1 ? 's' : ''}`);
+      log(`${mode}, ${n} instance${n === 1 ? '' : 's'}`);
       // N daemons, one subscriber each.
       const received = [];
       for (let i = 0; i < n; i++) {
@@ -165,16 +167,18 @@ try {
       await stopDaemons();
       await db.query('truncate bench.orders');
 
+      // With no instance: what the publishing itself costs the server's other
+      // processes (WAL writer, checkpointer, autovacuum); the rest is delivery.
+      const base = rows.find((r) => r.mode === mode && r.instances === 0);
       const row = {
         mode,
         instances: n,
         messages: total,
         idleServerMsPerS: idleServer / SECONDS,
-        idleDaemonMsPerS: idleDaemons / SECONDS / n,
+        idleDaemonMsPerS: n ? idleDaemons / SECONDS / n : 0,
         serverMsPerS: busyServer / elapsed,
-        // What delivery costs the database per message, per instance: the server CPU beyond idle.
-        serverUsPerMessagePerInstance: ((busyServer - idleServer * (elapsed / SECONDS)) * 1000) / total / n,
-        daemonUsPerMessage: (busyDaemons * 1000) / total / n,
+        serverUsPerMessagePerInstance: n && base ? ((busyServer / elapsed - base.serverMsPerS) * 1000 * elapsed) / total / n : null,
+        daemonUsPerMessage: n ? (busyDaemons * 1000) / total / n : null,
         lost: received.reduce((sum, r) => sum + Math.max(0, total - r), 0),
       };
       rows.push(row);
@@ -194,12 +198,13 @@ const lines = [
   '',
   '| mode | instances | server CPU idle (ms/s) | server CPU publishing (ms/s) | server µs per message per instance | daemon µs per message | daemon idle (ms/s each) | lost |',
   '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ...rows.map((r) => `| ${r.mode} | ${r.instances} | ${f(r.idleServerMsPerS, 1)} | ${f(r.serverMsPerS)} | ${f(r.serverUsPerMessagePerInstance, 1)} | ${f(r.daemonUsPerMessage, 1)} | ${f(r.idleDaemonMsPerS, 1)} | ${r.lost} |`),
+  ...rows.map((r) => `| ${r.mode} | ${r.instances} | ${f(r.idleServerMsPerS, 1)} | ${f(r.serverMsPerS)} | ${r.serverUsPerMessagePerInstance === null ? '(baseline)' : f(r.serverUsPerMessagePerInstance, 1)} | ${r.daemonUsPerMessage === null ? '' : f(r.daemonUsPerMessage, 1)} | ${r.instances ? f(r.idleDaemonMsPerS, 1) : ''} | ${r.lost} |`),
   '',
 ];
 for (const mode of MODES) {
+  const base = rows.find((r) => r.mode === mode && r.instances === 0);
   const per = median(rows.filter((r) => r.mode === mode && r.instances > 0).map((r) => r.serverUsPerMessagePerInstance));
-  const idle = median(rows.filter((r) => r.mode === mode).map((r) => r.idleServerMsPerS / r.instances));
+  const idle = median(rows.filter((r) => r.mode === mode && r.instances > 0).map((r) => (r.idleServerMsPerS - (base?.idleServerMsPerS ?? 0)) / r.instances));
   if (per === null) continue;
   // One core of the database spent on delivery, at RATE msg/s: (1e6 µs/s) / (µs per message per instance x rate + idle µs/s per instance).
   const perInstanceUsPerS = Math.max(per, 0) * RATE + idle * 1000;

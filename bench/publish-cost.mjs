@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // What the realtime publish path costs per business transaction (the cost
 // table in docs/performance.md). pgbench, connected as the application role
-// app_writer, inserts one row into app.orders per transaction (4 clients,
+// app_writer, inserts one row into app.orders per transaction (--clients, 4 by default,
 // 2 threads); the variants differ only in what that INSERT sets off:
 //   plain     nothing;
 //   notify    a trigger calling pg_notify: the floor an application writes by hand;
@@ -12,7 +12,7 @@
 // are interleaved (every variant once per run, in the same order) and medians
 // reported, with synchronous_commit on and off.
 //
-//   node bench/publish-cost.mjs [--seconds 10] [--runs 3] [--only plain,publish] [--json FILE]
+//   node bench/publish-cost.mjs [--seconds 10] [--runs 3] [--clients 4] [--only plain,publish] [--json FILE]
 //                               [--realtimed DIR]
 //
 // --realtimed: the built realtimed checkout whose `bin/realtimed.js migrate`
@@ -40,8 +40,10 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     json: { type: 'string' },
     realtimed: { type: 'string' },
+    clients: { type: 'string', default: '4' },
   },
 });
+const CLIENTS = args.clients;
 const SECONDS = Number(args.seconds);
 const RUNS = Number(args.runs);
 const ONLY = args.only?.split(',');
@@ -65,6 +67,12 @@ const VARIANTS = [
   { name: 'plain', removes: 'the trigger: the INSERT alone', base: null },
   { name: 'notify', removes: 'realtime.publish, for pg_notify (the floor)', base: 'notify' },
   { name: 'publish', removes: 'nothing: the full publish path', base: 'publish' },
+  {
+    name: 'publish-wal-or-poll',
+    removes: "the notification, as realtime.config.delivery = 'poll' (or 'wal') does (14 on)",
+    base: 'publish',
+    sql: `update realtime.config set delivery = 'poll'`,
+  },
   {
     // Every index but the primary key; one backing a constraint goes with it.
     base: 'publish',
@@ -317,7 +325,7 @@ async function pgbench(db, mode) {
   const u = new URL(SERVER);
   const out = await run(
     'pgbench',
-    ['-n', '-c', '4', '-j', '2', '-T', String(SECONDS), '-f', `${HERE}orders.pgbench`, '-h', u.hostname, '-p', u.port || '5432', '-U', ROLE, db],
+    ['-n', '-c', CLIENTS, '-j', '2', '-T', String(SECONDS), '-f', `${HERE}orders.pgbench`, '-h', u.hostname, '-p', u.port || '5432', '-U', ROLE, db],
     { PGOPTIONS: `-c synchronous_commit=${mode}` },
   );
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
@@ -441,7 +449,7 @@ function checks(variants) {
 
 const command = [
   process.env.DATABASE_URL ? `DATABASE_URL=${process.env.DATABASE_URL}` : null,
-  `node bench/publish-cost.mjs --seconds ${SECONDS} --runs ${RUNS}`,
+  `node bench/publish-cost.mjs --seconds ${SECONDS} --runs ${RUNS} --clients ${CLIENTS}`,
   ONLY ? `--only ${ONLY.join(',')}` : null,
   args.realtimed ? `--realtimed ${args.realtimed}` : null,
 ].filter(Boolean).join(' ');

@@ -462,10 +462,11 @@ async function path(system, { seconds, clients }, syncCommit) {
 // ---------------------------------------------------------------- setup
 async function setup() {
   await q(SERVER, `create database ${DB}`);
+  // Migrated first: on a new cluster the roles anon, authenticated and service_role come with it.
+  await migrate({ databaseUrl: dbUrl() });
   await q(SERVER, `create role ${ROLE} login; grant anon, authenticated, service_role to ${ROLE}`);
   // delivery 'wal' replicates as the daemon's role.
   if (WAL_LEVEL === 'logical') await q(SERVER, `alter role ${ROLE} replication`);
-  await migrate({ databaseUrl: dbUrl() });
   await q(dbUrl(), `
     create schema bench;
     grant usage on schema bench to ${ROLE}, authenticated;
