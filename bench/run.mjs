@@ -48,6 +48,8 @@ const { values: args } = parseArgs({
     systems: { type: 'string' },
     runs: { type: 'string' },
     'daemon-args': { type: 'string' },
+    // Node's own flags for the realtimed process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (not allowed in NODE_OPTIONS).
+    'node-args': { type: 'string' },
   },
   allowNegative: true,
 });
@@ -96,6 +98,7 @@ const systemsFor = (scenario) =>
     ? [...(args.systems ? [] : ['plain']), ...SYSTEMS.filter((s) => s !== 'baseline')]
     : SYSTEMS.filter((s) => MODE_SCENARIOS.includes(scenario) || !isRealtimed(s) || s === 'realtimed');
 const DAEMON_ARGS = args['daemon-args'] ? args['daemon-args'].split(' ') : [];
+const NODE_ARGS = args['node-args'] ? args['node-args'].split(' ') : [];
 
 const { DB, ROLE, SECRET, dbUrl } = benchDatabase('rt_bench');
 const POLL_INTERVAL_MS = Number(/--poll-interval[ =](\d+)/.exec(args['daemon-args'] ?? '')?.[1] ?? 20);
@@ -140,7 +143,7 @@ async function startServer(system, extraArgs = []) {
     await q(dbUrl(), 'update realtime.config set delivery = $1', [modeOf(system)]);
     child = spawn(
       process.execPath,
-      ['bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000',
+      [...NODE_ARGS, 'bin/realtimed.js', 'start', '--port', '0', '--log-level', 'info', '--publish-rate', '1000000', '--max-subscriptions', '1000',
         '--max-connections', '0', '--max-connections-per-user', '0', '--webhook-allow-local', ...extraArgs, ...DAEMON_ARGS],
       { env: { ...process.env, DATABASE_URL: dbUrl(ROLE), REALTIMED_JWT_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
