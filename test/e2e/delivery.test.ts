@@ -22,6 +22,7 @@ import { startLogicalCluster, type LogicalCluster } from '../helpers/logical.js'
 import { Receiver } from '../helpers/receiver.js';
 import { TestClient, type Frame } from '../helpers/ws.js';
 import { settle, until } from '../helpers/wait.js';
+import { checkStream, publishConcurrently } from '../helpers/streams.js';
 import { pino } from 'pino';
 
 const MODES = ['notify', 'wal', 'poll'] as const;
@@ -51,49 +52,6 @@ async function setup(t: Test, mode: Mode, overrides: Parameters<typeof startDaem
 async function collect(client: TestClient, count: number, timeoutMs = 20_000): Promise<Frame[]> {
   await until(`${count} events`, () => client.events().length >= count, timeoutMs).catch(() => {});
   return client.events();
-}
-
-/** Publishers in their own transactions, holding some open a moment so seqs commit out of order. */
-async function publishConcurrently(url: string, publishers: number, each: number, channel: string, retry = false): Promise<void> {
-  await Promise.all(
-    Array.from({ length: publishers }, async (_, p) => {
-      let client: pg.Client | null = null;
-      for (let i = 0; i < each; ) {
-        try {
-          if (!client) {
-            client = new pg.Client({ connectionString: url });
-            client.on('error', () => {});
-            await client.connect();
-          }
-          await client.query('begin');
-          await client.query(`select realtime.publish($1, 'tick', jsonb_build_object('p', $2::int, 'i', $3::int), $4)`, [channel, p, i, `${p}-${i}`]);
-          if (i % 7 === p % 7) await client.query('select pg_sleep(0.003)');
-          await client.query('commit');
-          i++;
-        } catch (err) {
-          if (!retry) throw err;
-          await client?.end().catch(() => {});
-          client = null;
-          await settle(100);
-        }
-      }
-      await client?.end();
-    }),
-  );
-}
-
-function checkStream(t: Test, events: Frame[], publishers: number, each: number, who: string): void {
-  const ids = events.map((e) => (e['meta'] as Record<string, string>)['messageId']);
-  t.equal(ids.length, publishers * each, `${who}: ${publishers * each} events`);
-  t.equal(new Set(ids).size, ids.length, `${who}: none twice`);
-  const last = new Map<number, number>();
-  let ordered = true;
-  for (const e of events) {
-    const { p, i } = e['payload'] as { p: number; i: number };
-    if ((last.get(p) ?? -1) >= i) ordered = false;
-    last.set(p, i);
-  }
-  t.ok(ordered, `${who}: each publisher's messages in the order it committed them`);
 }
 
 /** Counts notifications on realtime_messages and realtime_webhooks in a database. */
