@@ -161,13 +161,13 @@ export function createServer(deps: ServerDeps): Server {
     );
   };
 
-  // Protocol-level pings find dead peers; a socket that missed one is dropped.
+  // Protocol-level pings find dead peers; a socket that missed one is dropped
+  // (or closed with 4008 when it has bytes it has not read: the ping waits behind them).
   const pinger = setInterval(() => {
     for (const connection of connections) {
       guard(logger, 'ping', () => {
         if (!connection.alive) {
-          connection.dispose();
-          connection.ws.terminate();
+          connection.missedPing();
           return;
         }
         connection.alive = false;

@@ -44,10 +44,7 @@ t.test('error replies to a socket that never reads: closed with 4008, not buffer
   t.pass('the socket was closed as a slow consumer (4008) once its unread replies passed --max-buffered-bytes');
 });
 
-// TODO (found 2026-12-02, first thing next session): since this stop the deaf socket is sometimes
-// never closed, with 12 MB and with 24 MB of replay, so it is not the kernel's buffers. Marked todo so
-// a flake does not hold the landing; the closing note of stop 20 says so.
-t.test('a replay to a socket that never reads: read a page at a time, then closed with 4008', { todo: 'sometimes never closed since 2026-12-02: investigate' }, async (t) => {
+t.test('a replay to a socket that never reads: read a page at a time, then closed with 4008', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);
   const { daemon, pool, wsUrl } = await startDaemon(t, db, { maxBufferedBytes: 256 * 1024, pingIntervalMs: 500 });
@@ -58,12 +55,29 @@ t.test('a replay to a socket that never reads: read a page at a time, then close
                        from generate_series(1, 800) i`); // 24 MB: more than loopback's socket buffers take (they grow to ~10 MB)
   const deaf = await deafSocket(t, wsUrl);
   deaf.send(JSON.stringify({ type: 'subscribe', channel: 'orders', since: 0, cursor }));
-  // The kernel's socket buffers take several MB first (up to ~10 MB on loopback):
-  // a 12 MB replay sometimes fit and was never closed; 24 MB cannot fit.
+  // Closed either when the next page waited a --ping-interval for the socket to read,
+  // or when the socket missed a ping with bytes unread (both are 4008).
   await until('the slow consumer is closed', async () =>
-    / 1$/.test(await daemon.metrics.registry.getSingleMetricAsString('realtimed_slow_consumer_closes_total')), 150_000);
+    / 1$/.test(await daemon.metrics.registry.getSingleMetricAsString('realtimed_slow_consumer_closes_total')), 30_000);
   const read = rows.get('realtimed_replay_relay_frames') ?? 0;
   t.ok(read < 800, `the replay stopped reading when the socket stopped reading (${read} of 800 frames read)`);
+});
+
+t.test('a socket that misses a ping with bytes unread is a slow consumer (4008), not a dead peer', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  // A cap no replay here reaches: only the missed ping can close it.
+  const { daemon, wsUrl } = await startDaemon(t, db, { maxBufferedBytes: 256 * 1024 * 1024, pingIntervalMs: 300 });
+  const { cursor } = await (await TestClient.connect(t, wsUrl)).position('orders');
+  await db.pool.query(`select realtime.publish('orders', 'big', jsonb_build_object('i', i, 'blob', repeat('x', 30000)))
+                       from generate_series(1, 800) i`);
+  const deaf = await deafSocket(t, wsUrl);
+  deaf.send(JSON.stringify({ type: 'subscribe', channel: 'orders', since: 0, cursor }));
+  await until('the slow consumer is closed', async () =>
+    / 1$/.test(await daemon.metrics.registry.getSingleMetricAsString('realtimed_slow_consumer_closes_total')), 30_000);
+  // It does not read the close frame either: terminated at the next ping.
+  await until('its connection is gone', () => daemon.server.connections.size === 1);
+  t.pass('closed as a slow consumer, then dropped');
 });
 
 t.test('a replay over --max-replay reads no frame at all', async (t) => {

@@ -143,10 +143,27 @@ export class Connection implements SubscriptionOwner {
     const limit = this.deps.config.maxBufferedBytes / 2;
     const deadline = this.deps.now() + this.deps.config.pingIntervalMs;
     while (!this.closed && this.ws.bufferedAmount > limit) {
-      if (this.deps.now() > deadline) return !this.checkBuffered(this.deps.config.maxBufferedBytes);
+      if (this.deps.now() > deadline) {
+        this.closeSlow(0);
+        return false;
+      }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     return !this.closed;
+  }
+
+  /**
+   * The socket did not answer the last ping. With bytes it has not read,
+   * the ping may wait behind them: it is a slow consumer (4008). With none,
+   * the peer is gone: the socket is dropped without a close frame.
+   */
+  missedPing(): void {
+    if (!this.closed && this.ws.bufferedAmount > 0) {
+      this.closeSlow(0);
+      return;
+    }
+    this.dispose();
+    this.ws.terminate();
   }
 
   /**
@@ -156,13 +173,17 @@ export class Connection implements SubscriptionOwner {
   checkBuffered(pending: number): boolean {
     if (this.closed) return true;
     if (this.ws.bufferedAmount + pending <= this.deps.config.maxBufferedBytes) return false;
+    this.closeSlow(pending);
+    return true;
+  }
+
+  private closeSlow(pending: number): void {
     this.deps.metrics.slowConsumerCloses.inc();
     this.deps.logger.info({ buffered: this.ws.bufferedAmount, pending }, 'closing a slow consumer');
     this.dispose();
     this.ws.close(CloseCode.SLOW_CONSUMER, 'slow consumer');
     // A socket that does not read will not read the close frame either.
     setTimeout(() => this.ws.terminate(), 5000).unref();
-    return true;
   }
 
   /** A frame handler threw: tell the client, keep the socket. */
