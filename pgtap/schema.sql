@@ -30,7 +30,8 @@ select functions_are('realtime', array[
   'needs_row_check', 'relay_frames', 'replay_relay_frames', 'change_audience', 'report_subscribers',
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
   'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row',
-  'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages', 'relay_messages']);
+  'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages', 'relay_messages',
+  'send_batch', 'authorize_subscriptions']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -139,9 +140,10 @@ select results_eq('select version, name from realtime.schema_versions order by v
                     (7, 'channel settings'), (8, 'presence and ephemeral messages'), (9, 'change streams'),
                     (10, 'channel subscribers across instances'), (11, 'drop superseded functions'),
                     (12, 'publish by privilege'), (13, 'a publish path a busy primary can carry'),
-                    (14, 'delivery that never holds the business commit')$$,
+                    (14, 'delivery that never holds the business commit'),
+                    (15, 'client publishes committed together, subscribe checks asked together')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 14, 'realtime.version() is the highest migration');
+select is(realtime.version(), 15, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

@@ -691,6 +691,52 @@ $function$;
 comment on function realtime.authorize_subscription(text, jsonb, text, uuid) is 'For the daemon, one round trip per subscribe: realtime.stream_info() (as the daemon), authorize_subscribe(role, claims, channel) (NULL channel_id when denied), the matched channel''s limits, and other_subscribers, the sockets other instances last reported on this channel (0 when it has no max_subscribers). Call it as a single statement.';
 grant execute on function realtime.authorize_subscription(text, jsonb, text, uuid) to service_role;
 
+-- realtime.authorize_subscriptions(text[], jsonb[], text[], uuid)
+
+CREATE OR REPLACE FUNCTION realtime.authorize_subscriptions(roles text[], claims jsonb[], channels text[], instance uuid)
+ RETURNS TABLE(ord integer, channel_id uuid, epoch text, max_seq bigint, pruned_through_seq bigint, max_subscribers integer, publish_rate integer, max_message_bytes integer, other_subscribers integer, error_code text, error_message text)
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_n integer := coalesce(pg_catalog.cardinality(authorize_subscriptions.roles), 0);
+begin
+  if v_n > 1000 then
+    raise exception 'realtime.authorize_subscriptions: at most 1000 checks at once (% given)', v_n using errcode = '22023';
+  end if;
+  if coalesce(pg_catalog.cardinality(authorize_subscriptions.claims), 0) <> v_n
+     or coalesce(pg_catalog.cardinality(authorize_subscriptions.channels), 0) <> v_n then
+    raise exception 'realtime.authorize_subscriptions: the arrays differ in length' using errcode = '22023';
+  end if;
+  for i in 1 .. v_n loop
+    ord := i;
+    error_code := null;
+    error_message := null;
+    begin
+      select a.channel_id, a.epoch, a.max_seq, a.pruned_through_seq, a.max_subscribers, a.publish_rate,
+             a.max_message_bytes, a.other_subscribers
+        into channel_id, epoch, max_seq, pruned_through_seq, max_subscribers, publish_rate,
+             max_message_bytes, other_subscribers
+      from realtime.authorize_subscription(authorize_subscriptions.roles[i], authorize_subscriptions.claims[i],
+                                           authorize_subscriptions.channels[i], authorize_subscriptions.instance) a;
+      -- Roll the item back (its role, claims and whatever its policies set);
+      -- the answer stays in the output variables.
+      raise exception using errcode = 'RT000';
+    exception
+      when sqlstate 'RT000' then
+        null;
+      when others then
+        channel_id := null; epoch := null; max_seq := null; pruned_through_seq := null;
+        max_subscribers := null; publish_rate := null; max_message_bytes := null; other_subscribers := null;
+        get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
+    end;
+    return next;
+  end loop;
+end
+$function$;
+comment on function realtime.authorize_subscriptions(text[], jsonb[], text[], uuid) is 'For the daemon: realtime.authorize_subscription(roles[i], claims[i], channels[i], instance) for up to 1000 subscribes in one round trip. Each item runs in a subtransaction rolled back once its answer is read, so no item sees what another''s policies set. One row per item (ord = i); error_code (SQLSTATE) and error_message when its check failed. Call it as a single statement.';
+grant execute on function realtime.authorize_subscriptions(text[], jsonb[], text[], uuid) to service_role;
+
 -- realtime.can_publish(text, text)
 
 CREATE OR REPLACE FUNCTION realtime.can_publish(channel text, event text)
@@ -2264,6 +2310,49 @@ end
 $function$;
 comment on function realtime.send(text, jsonb, text, text, jsonb, text) is 'For the daemon: a client publish. Inserts as the client (impersonate(role, claims)), so the INSERT policies on realtime.messages decide, and returns the id and seq; with a dedupe key already used by this sender (its sub claim, any format) on this channel, the first message (duplicate = true; id NULL while the first is still being written). RT400 for a dedupe key from a sender without a sub claim.';
 grant execute on function realtime.send(text, jsonb, text, text, jsonb, text) to service_role;
+
+-- realtime.send_batch(text[], jsonb[], text[], text[], jsonb[], text[])
+
+CREATE OR REPLACE FUNCTION realtime.send_batch(roles text[], claims jsonb[], channels text[], events text[], payloads jsonb[], dedupe_keys text[])
+ RETURNS TABLE(ord integer, id uuid, seq bigint, duplicate boolean, error_code text, error_message text)
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+declare
+  v_n integer := coalesce(pg_catalog.cardinality(send_batch.roles), 0);
+begin
+  if v_n > 64 then
+    raise exception 'realtime.send_batch: at most 64 publishes at once (% given)', v_n using errcode = '22023';
+  end if;
+  if coalesce(pg_catalog.cardinality(send_batch.claims), 0) <> v_n
+     or coalesce(pg_catalog.cardinality(send_batch.channels), 0) <> v_n
+     or coalesce(pg_catalog.cardinality(send_batch.events), 0) <> v_n
+     or coalesce(pg_catalog.cardinality(send_batch.payloads), 0) <> v_n
+     or coalesce(pg_catalog.cardinality(send_batch.dedupe_keys), 0) <> v_n then
+    raise exception 'realtime.send_batch: the arrays differ in length' using errcode = '22023';
+  end if;
+  for i in 1 .. v_n loop
+    ord := i;
+    error_code := null;
+    error_message := null;
+    begin
+      select s.id, s.seq, s.duplicate into send_batch.id, send_batch.seq, send_batch.duplicate
+      from realtime.send(send_batch.roles[i], send_batch.claims[i], send_batch.channels[i], send_batch.events[i],
+                         send_batch.payloads[i], send_batch.dedupe_keys[i]) s;
+    exception when others then
+      send_batch.id := null;
+      send_batch.seq := null;
+      send_batch.duplicate := null;
+      get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
+    end;
+    -- The next item starts as the daemon, whatever this one's policies did to the role.
+    perform pg_catalog.set_config('role', 'none', true);
+    return next;
+  end loop;
+end
+$function$;
+comment on function realtime.send_batch(text[], jsonb[], text[], text[], jsonb[], text[]) is 'For the daemon: up to 64 client publishes in one statement and one commit. Item i is realtime.send(roles[i], claims[i], channels[i], events[i], payloads[i], dedupe_keys[i]) in its own subtransaction: one row per item (ord = i) with its id, seq and duplicate, or its error_code (SQLSTATE) and error_message when it failed, in which case only it rolled back. Call it as a single statement.';
+grant execute on function realtime.send_batch(text[], jsonb[], text[], text[], jsonb[], text[]) to service_role;
 
 -- realtime.send_ephemeral(text, jsonb, text, text, text)
 

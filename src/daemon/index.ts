@@ -21,6 +21,7 @@ import { createAuthenticator } from './auth.js';
 import { errorText } from './boundary.js';
 import { createDelivery, type Delivery } from './delivery.js';
 import { createEphemeral } from './ephemeral.js';
+import { groupedDb } from './grouped.js';
 import { createKeys } from './keys.js';
 import { Hub } from './hub.js';
 import { UserConnections } from './limits.js';
@@ -36,7 +37,7 @@ import { createSubscriberCounts } from './subscriberCounts.js';
 import { createWebhooks, type Webhooks } from './webhooks.js';
 
 /** The oldest realtime schema this daemon works with (it reads realtime.relay_messages, 14). */
-export const MIN_SCHEMA_VERSION = 14;
+export const MIN_SCHEMA_VERSION = 15;
 
 export interface DaemonDeps {
   config: StartConfig;
@@ -148,8 +149,11 @@ export function createDaemon(deps: DaemonDeps): Daemon {
     ephemeral.stop();
     logger.info('realtimed stopped');
   };
+  // What clients drive (publishes, subscribe checks) is grouped; a third of
+  // the pool each at most, the rest stays for the relay, presence and webhooks.
+  const clientDb = groupedDb(db, { metrics }, { concurrency: Math.max(1, Math.floor(config.poolSize / 3)) });
   const srv = createServer({
-    config, db, auth, hub, metrics, logger, now, listener, presence, ephemeral, keys,
+    config, db: clientDb, auth, hub, metrics, logger, now, listener, presence, ephemeral, keys,
     users: new UserConnections(config.maxConnectionsPerUser),
   });
   server = srv;

@@ -10,6 +10,8 @@ export interface Metrics {
   framesSent: Counter;
   fanoutSeconds: Histogram;
   slowConsumerCloses: Counter;
+  publishBatchItems: Histogram;
+  subscribeBatchItems: Histogram;
   listenReconnects: Counter;
   replicatedRows: Counter;
   replicationReconnects: Counter;
@@ -67,6 +69,18 @@ export function createMetrics(sources: { connections: () => number; subscription
       name: 'realtimed_fanout_seconds',
       help: 'From the notification arriving to the frame written to every subscriber.',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    publishBatchItems: new Histogram({
+      name: 'realtimed_publish_batch_items',
+      help: 'Client publishes committed together (realtime.send_batch; 1 = alone).',
+      buckets: [1, 2, 4, 8, 16, 32],
+      registers: [registry],
+    }),
+    subscribeBatchItems: new Histogram({
+      name: 'realtimed_subscribe_batch_items',
+      help: 'Subscribe checks asked together (realtime.authorize_subscriptions; 1 = alone).',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 250],
       registers: [registry],
     }),
     slowConsumerCloses: new Counter({

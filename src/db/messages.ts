@@ -30,6 +30,13 @@ export interface Sent {
   duplicate: boolean;
 }
 
+/** One item of a batch that failed alone: the SQLSTATE and message it would have thrown with alone. */
+export class ItemError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
 /** Where a message is: its channel and seq (the primary key of realtime.messages). */
 export interface MessageKey {
   channel: string;
@@ -78,6 +85,35 @@ export function messageQueries(pool: pg.Pool) {
       const row = rows[0];
       if (!row) throw new Error('realtime.send returned no row');
       return { id: row.id, seq: row.seq === null ? null : Number(row.seq), duplicate: row.duplicate };
+    },
+
+    /**
+     * realtime.send_batch: up to 64 client publishes in one statement and one
+     * commit, each as realtime.send alone; per item its Sent, or the error it
+     * failed with (only it rolled back).
+     */
+    async sendBatch(items: { identity: Identity; channel: string; event: string; payload: unknown; dedupeKey?: string }[]): Promise<(Sent | ItemError)[]> {
+      const { rows } = await pool.query<{ ord: number; id: string | null; seq: string | null; duplicate: boolean | null; error_code: string | null; error_message: string | null }>({
+        name: 'realtimed_send_batch',
+        text: `select ord, id, seq, duplicate, error_code, error_message
+               from realtime.send_batch($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::jsonb[], $6::text[])`,
+        values: [
+          items.map((i) => i.identity.role),
+          items.map((i) => JSON.stringify(i.identity.claims)),
+          items.map((i) => i.channel),
+          items.map((i) => i.event),
+          items.map((i) => JSON.stringify(i.payload)),
+          items.map((i) => i.dedupeKey ?? null),
+        ],
+      });
+      const results: (Sent | ItemError)[] = new Array(items.length);
+      for (const r of rows) {
+        results[r.ord - 1] = r.error_code !== null
+          ? new ItemError(r.error_code, r.error_message ?? '')
+          : { id: r.id, seq: r.seq === null ? null : Number(r.seq), duplicate: r.duplicate === true };
+      }
+      if (rows.length !== items.length || results.some((r) => r === undefined)) throw new Error('realtime.send_batch returned a row per item');
+      return results;
     },
 
     /** realtime.relay_messages: frames of the given messages with their transactions, skipping those already behind `after` (a pg_snapshot). */

@@ -2,7 +2,7 @@
 import type pg from 'pg';
 
 import { identityParams, type Identity } from './identity.js';
-import type { StreamInfo } from './messages.js';
+import { ItemError, type StreamInfo } from './messages.js';
 
 /** A channel's limits (realtime.channels), null where none is set. */
 export interface ChannelLimits {
@@ -56,6 +56,39 @@ export function subscriptionQueries(pool: pg.Pool) {
         otherSubscribers: row.other_subscribers,
         snapshot: row.snapshot,
       };
+    },
+
+    /**
+     * realtime.authorize_subscriptions: many subscribe checks in one round
+     * trip, each answered as authorize_subscription alone (each item rolled
+     * back after its answer), or with the error its check failed with.
+     */
+    async authorizeSubscriptions(items: { identity: Identity; channel: string }[], instance: string): Promise<(Authorization | ItemError)[]> {
+      const { rows } = await pool.query<{
+        ord: number; channel_id: string | null; epoch: string | null; max_seq: string | null; pruned_through_seq: string | null;
+        max_subscribers: number | null; publish_rate: number | null; max_message_bytes: number | null;
+        other_subscribers: number | null; error_code: string | null; error_message: string | null; snapshot: string;
+      }>({
+        name: 'realtimed_authorize_subscriptions',
+        text: `select ord, channel_id, epoch, max_seq, pruned_through_seq, max_subscribers, publish_rate, max_message_bytes,
+                      other_subscribers, error_code, error_message, pg_catalog.pg_current_snapshot()::text as snapshot
+               from realtime.authorize_subscriptions($1::text[], $2::jsonb[], $3::text[], $4)`,
+        values: [items.map((i) => i.identity.role), items.map((i) => JSON.stringify(i.identity.claims)), items.map((i) => i.channel), instance],
+      });
+      const results: (Authorization | ItemError)[] = new Array(items.length);
+      for (const row of rows) {
+        results[row.ord - 1] = row.error_code !== null
+          ? new ItemError(row.error_code, row.error_message ?? '')
+          : {
+              id: row.channel_id,
+              stream: { epoch: row.epoch ?? '', maxSeq: Number(row.max_seq), prunedThroughSeq: Number(row.pruned_through_seq) },
+              limits: { maxSubscribers: row.max_subscribers, publishRate: row.publish_rate, maxMessageBytes: row.max_message_bytes },
+              otherSubscribers: row.other_subscribers ?? 0,
+              snapshot: row.snapshot,
+            };
+      }
+      if (rows.length !== items.length || results.some((r) => r === undefined)) throw new Error('realtime.authorize_subscriptions returned a row per item');
+      return results;
     },
 
     /** realtime.report_subscribers: replaces this instance's counts of channels with a max_subscribers. */
