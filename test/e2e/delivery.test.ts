@@ -329,7 +329,7 @@ t.test("delivery 'wal' that cannot work is one line naming the fix, and the daem
 
 t.test('a daemon refuses a schema older than the one it reads (migrate first, then upgrade the daemons)', async (t) => {
   const db = await cluster.createDatabase(t);
-  await db.pool.query(`delete from realtime.schema_versions where version = 14`);
+  await db.pool.query(`delete from realtime.schema_versions where version >= $1`, [MIN_SCHEMA_VERSION]);
   const url = cluster.urlFor(db.name, 'daemon');
   const pool = new pg.Pool({ connectionString: url, max: 2 });
   t.teardown(() => pool.end());
@@ -338,7 +338,7 @@ t.test('a daemon refuses a schema older than the one it reads (migrate first, th
     pool,
     logger: pino({ level: 'silent' }),
   });
-  await t.rejects(daemon.start(), { code: 'RT_ERR_VERSION', exitCode: 2, message: /realtime schema version 13, this realtimed needs 14 or newer: run realtimed migrate first/ });
+  await t.rejects(daemon.start(), { code: 'RT_ERR_VERSION', exitCode: 2, message: new RegExp(`realtime schema version ${MIN_SCHEMA_VERSION - 1}, this realtimed needs ${MIN_SCHEMA_VERSION} or newer: run realtimed migrate first`) });
 });
 
 t.test('doctor: wal ok with the slots of running daemons; a realtimed slot left inactive is a FAIL', async (t) => {
