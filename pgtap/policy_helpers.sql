@@ -1,13 +1,23 @@
 -- The helpers policies call: realtime.channel_name(), claims(), role() and
 -- uid(), read from the transaction-local settings the daemon sets per request.
 begin;
-select plan(21);
+select plan(23);
 
 select volatility_is('realtime', 'channel_name', array[]::name[], 'stable', 'channel_name() is STABLE');
 select volatility_is('realtime', 'uid', array[]::name[], 'stable', 'uid() is STABLE');
 select volatility_is('realtime', 'role', array[]::name[], 'stable', 'role() is STABLE');
 select volatility_is('realtime', 'claims', array[]::name[], 'stable', 'claims() is STABLE');
 select function_returns('realtime', 'uid', array[]::name[], 'uuid', 'uid() returns uuid');
+-- Inlined into the policies that call them (000016): SQL-standard bodies, bound
+-- when created, with no SET clause and not SECURITY DEFINER, so no call is planned on its own.
+select is(array(select p.proname::text from pg_proc p
+                where p.pronamespace = 'realtime'::regnamespace and p.proname in ('channel_name', 'claims', 'role', 'uid')
+                  and p.prosqlbody is not null and p.proconfig is null and not p.prosecdef order by 1),
+          array['channel_name', 'claims', 'role', 'uid'], 'the helpers have SQL-standard bodies, no SET clause, no SECURITY DEFINER');
+select is((select pg_catalog.count(*)::int from pg_proc p join pg_language l on l.oid = p.prolang
+           where p.pronamespace = 'realtime'::regnamespace and l.lanname = 'sql' and p.prosqlbody is null
+             and (p.prosecdef or p.proconfig is not null) and p.proname in ('stream_info', 'dedupe_first', 'uid', 'claims', 'role', 'channel_name')),
+          0, 'no function read on every subscribe or publish is a SQL function planned per call');
 select function_returns('realtime', 'claims', array[]::name[], 'jsonb', 'claims() returns jsonb');
 select function_privs_are('realtime', 'uid', array[]::name[], 'anon', array['EXECUTE'], 'anon may call uid() in policies');
 select function_privs_are('realtime', 'channel_name', array[]::name[], 'authenticated', array['EXECUTE'],

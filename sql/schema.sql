@@ -980,8 +980,7 @@ CREATE OR REPLACE FUNCTION realtime.channel_name()
  RETURNS text
  LANGUAGE sql
  STABLE
- SET search_path TO ''
-AS $function$ select nullif(pg_catalog.current_setting('realtime.channel_name', true), '') $function$;
+RETURN NULLIF(current_setting('realtime.channel_name'::text, true), ''::text);
 comment on function realtime.channel_name() is 'The concrete channel being subscribed to or published on (setting realtime.channel_name), e.g. ''order:42'' for the channel row with pattern ''order:%''. NULL outside a request.';
 grant execute on function realtime.channel_name() to anon, authenticated, service_role;
 
@@ -1141,8 +1140,7 @@ CREATE OR REPLACE FUNCTION realtime.claims()
  RETURNS jsonb
  LANGUAGE sql
  STABLE
- SET search_path TO ''
-AS $function$ select nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb $function$;
+RETURN (NULLIF(current_setting('request.jwt.claims'::text, true), ''::text))::jsonb;
 comment on function realtime.claims() is 'The verified JWT claims of the client (setting request.jwt.claims), as jsonb. NULL when none are set.';
 grant execute on function realtime.claims() to anon, authenticated, public, service_role;
 
@@ -1224,13 +1222,16 @@ comment on function realtime.create_message_partition(bigint) is 'For realtime.m
 
 CREATE OR REPLACE FUNCTION realtime.dedupe_first(channel_name text, sender_key text, dedupe_key text, OUT id uuid, OUT seq bigint)
  RETURNS record
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
 AS $function$
-  select d.message_id, d.message_seq from realtime.message_dedupe d
+begin
+  select d.message_id, d.message_seq into id, seq
+  from realtime.message_dedupe d
   where d.channel_name = dedupe_first.channel_name and d.sender_key = dedupe_first.sender_key
-    and d.dedupe_key = dedupe_first.dedupe_key
+    and d.dedupe_key = dedupe_first.dedupe_key;
+end
 $function$;
 comment on function realtime.dedupe_first(text, text, text) is 'The message a dedupe key first wrote (id, seq), or NULLs.';
 grant execute on function realtime.dedupe_first(text, text, text) to public;
@@ -2256,11 +2257,7 @@ CREATE OR REPLACE FUNCTION realtime.role()
  RETURNS text
  LANGUAGE sql
  STABLE
- SET search_path TO ''
-AS $function$
-  select coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.role', true), ''),
-                  realtime.claims() ->> 'role')
-$function$;
+RETURN COALESCE(NULLIF(current_setting('request.jwt.claim.role'::text, true), ''::text), (realtime.claims() ->> 'role'::text));
 comment on function realtime.role() is 'The role claim of the client (setting request.jwt.claim.role, else claims()->>''role'').';
 grant execute on function realtime.role() to anon, authenticated, service_role;
 
@@ -2381,17 +2378,20 @@ grant execute on function realtime.send_ephemeral(text, jsonb, text, text, text)
 
 CREATE OR REPLACE FUNCTION realtime.stream_info()
  RETURNS TABLE(epoch text, max_seq bigint, pruned_through_seq bigint)
- LANGUAGE sql
+ LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO ''
 AS $function$
+begin
+  return query
   select pg_catalog.left(pg_catalog.md5(c.epoch || ':' || d.oid::text || ':'
            || case when pg_catalog.pg_is_in_recovery() then ''
                    else pg_catalog.left(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 8) end), 16),
          (select case when s.is_called then s.last_value else 0 end from realtime.messages_seq_seq s),
          c.pruned_through_seq
   from realtime.config c, pg_catalog.pg_database d
-  where d.datname = pg_catalog.current_database()
+  where d.datname = pg_catalog.current_database();
+end
 $function$;
 comment on function realtime.stream_info() is 'The stream epoch (changes with realtime.config.epoch, the database, and the WAL timeline: a restore or failover), the highest seq allocated, and realtime.config.pruned_through_seq.';
 grant execute on function realtime.stream_info() to service_role;
@@ -2479,15 +2479,7 @@ CREATE OR REPLACE FUNCTION realtime.uid()
  RETURNS uuid
  LANGUAGE sql
  STABLE
- SET search_path TO ''
-AS $function$
-  select case
-           when s.sub ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-           then s.sub::uuid
-         end
-  from (select coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
-                        realtime.claims() ->> 'sub') as sub) s
-$function$;
+RETURN CASE WHEN (COALESCE(NULLIF(current_setting('request.jwt.claim.sub'::text, true), ''::text), (realtime.claims() ->> 'sub'::text)) ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'::text) THEN (COALESCE(NULLIF(current_setting('request.jwt.claim.sub'::text, true), ''::text), (realtime.claims() ->> 'sub'::text)))::uuid ELSE NULL::uuid END;
 comment on function realtime.uid() is 'The client''s user id: the sub claim (setting request.jwt.claim.sub, else claims()->>''sub'') as uuid; NULL when absent or not a uuid (read realtime.claims()->>''sub'' for other subject formats).';
 grant execute on function realtime.uid() to anon, authenticated, public, service_role;
 
