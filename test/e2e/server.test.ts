@@ -127,6 +127,34 @@ t.test('client publish: INSERT policies decide; the database says who sent it', 
   t.equal(retry['duplicate'], true);
 });
 
+t.test('publishes from many sockets at once are committed together, each acked or refused as alone', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  // A pool of 3: one publish batch at a time, so the rest of a burst waits and goes together.
+  const { wsUrl, daemon } = await startDaemon(t, db, { poolSize: 3 }, { poolSize: 3 });
+  // Both may subscribe to chat:7; a restrictive policy keeps bob from publishing there.
+  await db.pool.query(`insert into app.chat_members values (7, 'b0b00000-0000-4000-8000-000000000002')`);
+  await db.pool.query(`create policy bob_out on realtime.messages as restrictive for insert to authenticated
+                       with check (realtime.uid() is distinct from 'b0b00000-0000-4000-8000-000000000002')`);
+  const clients = await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+    const client = await TestClient.connect(t, wsUrl, { token: await userToken(i % 4 === 3 ? BOB : ALICE) });
+    await client.subscribe('chat:7');
+    return { client, alice: i % 4 !== 3 };
+  }));
+  const replies = await Promise.all(clients.map(({ client }, i) =>
+    client.request({ type: 'publish', channel: 'chat:7', event: 'm', payload: { i } }, 10_000)));
+  replies.forEach((reply, i) => {
+    if (clients[i]?.alice) t.match(reply, { type: 'published', messageId: /^[0-9a-f-]{36}$/, seq: Number });
+    else t.match(reply, { type: 'error', code: 'UNAUTHORIZED', channel: 'chat:7' });
+  });
+  const stored = await db.pool.query(`select (payload ->> 'i')::int as i, sender_id::text as sender from realtime.messages order by 1`);
+  t.same(stored.rows, clients.flatMap(({ alice }, i) => (alice ? [{ i, sender: ALICE }] : [])), 'each allowed one stored once, as its sender; no refused one');
+  const batches = await daemon.metrics.registry.getSingleMetricAsString('realtimed_publish_batch_items');
+  const count = Number(/realtimed_publish_batch_items_count (\d+)/.exec(batches)?.[1]);
+  t.equal(Number(/realtimed_publish_batch_items_sum (\d+)/.exec(batches)?.[1]), 40);
+  t.ok(count < 40, `40 publishes in ${count} statements`);
+});
+
 t.test('every error frame: code, ref, channel; none closes the connection', async (t) => {
   const db = await createDatabase(t);
   await loadExamples(db);
