@@ -13,7 +13,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 
 import { START_DEFAULTS } from '../../src/cli/options.js';
-import { createDaemon } from '../../src/daemon/index.js';
+import { createDaemon, MIN_SCHEMA_VERSION } from '../../src/daemon/index.js';
 import { frameOfRow, isoTimestamp } from '../../src/daemon/replication.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { createDatabase, type TestDatabase } from '../helpers/db.js';
