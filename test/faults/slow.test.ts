@@ -39,6 +39,9 @@ function quantile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
 }
 
+/** Rounds of each condition: five where the ratio is asserted, two in CI where it is only recorded. */
+const PAIRS = process.env['CI'] ? 2 : 5;
+
 /**
  * 2,000 healthy sockets (+ `slow` stalled ones) on 'orders'; 10 s of 10 msg/s
  * of 4 KB there (20,000 frames/s, below what the load process and the daemon
@@ -100,9 +103,11 @@ t.test('200 slow consumers among 2,000 healthy: slow closed with 4008, healthy p
   // of their p99s: on the shared 2 cores the p99 of one half second of a round
   // ranges from 40 to 200 ms in either condition (a GC in the load process, an
   // fsync), so one round's p99 is partly luck; the median of five is not.
+  // In CI, where the ratio is only recorded (below), two of each: every round
+  // checks the same correctness, and the suite stays inside CI's time.
   await round(t, db, daemon.wsUrl, 200);
   const rounds: ({ slow: number; p99: number } & Awaited<ReturnType<typeof round>>)[] = [];
-  for (const slow of [0, 200, 0, 200, 0, 200, 0, 200, 0, 200]) {
+  for (const slow of Array.from({ length: PAIRS }, () => [0, 200]).flat()) {
     const r = await round(t, db, daemon.wsUrl, slow);
     rounds.push({ slow, p99: quantile(r.latencies, 0.99), ...r });
     t.comment(`round with ${slow} slow: p50 ${quantile(r.latencies, 0.5)} ms, p99 ${quantile(r.latencies, 0.99)} ms`);
@@ -125,19 +130,19 @@ t.test('200 slow consumers among 2,000 healthy: slow closed with 4008, healthy p
   const correct =
     t.equal(alone.delivered, alone.expected, 'without slow consumers: every frame delivered') &&
     t.equal(mixed.delivered, mixed.expected, 'with them: every healthy frame delivered') &&
-    t.equal(closes, 1200, 'the 200 slow sockets were closed with 4008, in all six rounds');
+    t.equal(closes, 200 * (PAIRS + 1), `the 200 slow sockets were closed with 4008, in all ${PAIRS + 1} rounds`);
   // The p99 ratio is a measurement. Asserted by `npm run test:faults` on a
   // machine of your own; in CI (CI=true, a loaded shared machine, where it
   // failed a landing at 1.29x) it is printed and recorded in RELIABILITY.md
   // (holds: NO), never a failed run: CI asserts correctness (docs/development.md).
   const fast = mixed.p99 <= bound;
-  const latency = `healthy p99 (median of 5 rounds) ${mixed.p99} ms with slow consumers vs ${alone.p99} ms without (bound ${bound.toFixed(0)} ms)`;
+  const latency = `healthy p99 (median of ${PAIRS} rounds) ${mixed.p99} ms with slow consumers vs ${alone.p99} ms without (bound ${bound.toFixed(0)} ms)`;
   if (process.env['CI']) t.comment(`${latency}: ${fast ? 'within the bound' : 'OVER the bound'} (measured; not asserted in CI)`);
   else t.ok(fast, latency);
   const ok = correct && fast;
   record(
     '200 slow consumers among 2,000 healthy (10 msg/s of 4 KB for 10 s; the slow ones also follow 40 KB messages at 20/s; --max-buffered-bytes 256 KiB)',
-    `200 of 200 closed with 4008 in each of 6 rounds (${closes} closes); healthy: all ${mixed.expected} frames of 5 rounds, p50 ${mixed.p50} ms; p99 median ${mixed.p99} ms (rounds ${mixed.p99s}) vs ${alone.p99} ms without slow consumers (rounds ${alone.p99s}): ${(mixed.p99 / alone.p99).toFixed(2)}x`,
+    `200 of 200 closed with 4008 in each of ${PAIRS + 1} rounds (${closes} closes); healthy: all ${mixed.expected} frames of ${PAIRS} rounds, p50 ${mixed.p50} ms; p99 median ${mixed.p99} ms (rounds ${mixed.p99s}) vs ${alone.p99} ms without slow consumers (rounds ${alone.p99s}): ${(mixed.p99 / alone.p99).toFixed(2)}x`,
     ok,
   );
 });
