@@ -197,10 +197,22 @@ export function createRelay(
     }
   };
 
-  const notified = async (batch: Envelope[]): Promise<void> => {
+  /**
+   * Ids of notified messages being read or sent now: a repeated notification
+   * in the batch read ahead (below) is not read a second time.
+   */
+  const inFlight = new Set<string>();
+
+  /**
+   * The read of a notified batch; resolves to the step that sends it. The run
+   * loop starts the read of the next notified batch before sending this one
+   * (pipelining: the round trip overlaps the writes to sockets), and sends
+   * batches in the order they were notified.
+   */
+  const readNotified = async (batch: Envelope[]): Promise<() => Promise<void>> => {
     const wanted = new Map<string, Envelope>();
     for (const envelope of batch) {
-      if (seen.has(envelope.id) || wanted.has(envelope.id)) {
+      if (seen.has(envelope.id) || wanted.has(envelope.id) || inFlight.has(envelope.id)) {
         metrics.notificationsDropped.inc({ reason: 'repeated' });
       } else if (!hub.has(envelope.channel)) {
         // Nobody here listens to that channel: nothing to read.
@@ -209,7 +221,11 @@ export function createRelay(
         wanted.set(envelope.id, envelope);
       }
     }
-    if (wanted.size === 0) return;
+    if (wanted.size === 0) return async () => {};
+    for (const id of wanted.keys()) inFlight.add(id);
+    const release = (): void => {
+      for (const id of wanted.keys()) inFlight.delete(id);
+    };
     // A message is found by its channel and seq; its id must then agree.
     const byKey = new Map<string, Envelope>();
     for (const envelope of wanted.values()) byKey.set(`${envelope.channel}\u0000${envelope.seq}`, envelope);
@@ -218,8 +234,9 @@ export function createRelay(
       frames = await db.relayFrames([...byKey.values()].map((e) => ({ channel: e.channel, seq: String(e.seq) })), watermark);
     } catch (err) {
       // Not marked seen: the next recovery pass relays them.
+      release();
       logger.error({ err: errorText(err), messages: wanted.size }, 'could not read messages to relay');
-      return;
+      return async () => {};
     }
     const checked: RelayFrame[] = [];
     for (const row of frames) {
@@ -232,8 +249,14 @@ export function createRelay(
       }
       checked.push(row);
     }
-    await send(checked, batch[0]?.receivedAt ?? null);
     if (byKey.size > 0) metrics.notificationsDropped.inc({ reason: 'unknown' }, byKey.size);
+    return async () => {
+      try {
+        await send(checked, batch[0]?.receivedAt ?? null);
+      } finally {
+        release();
+      }
+    };
   };
 
   /** Relays the committed messages not relayed yet; how many it relayed. */
@@ -357,11 +380,36 @@ export function createRelay(
     jobs.push(...waiting);
   };
 
+  /**
+   * Notified batches back to back: while one is sent, the next one queued is
+   * already being read. Only notified jobs overlap (a recovery pass or a mode
+   * switch waits for the batch before it, and the batch after waits for it),
+   * so the watermark a read skips by is the one it would have seen in turn.
+   */
+  const notifiedInOrder = async (first: Envelope[]): Promise<void> => {
+    let reading: Promise<() => Promise<void>> | null = readNotified(first);
+    while (reading !== null) {
+      const sendIt = await reading;
+      const next = jobs[0];
+      reading = null;
+      if (next?.kind === 'notified' && !stopped) {
+        jobs.shift();
+        reading = readNotified(next.envelopes);
+      }
+      try {
+        await sendIt();
+      } catch (err) {
+        // The next read is in flight: it is still sent after this one.
+        logger.warn({ err: errorText(err), job: 'notified' }, 'relay job failed');
+      }
+    }
+  };
+
   const run = async (): Promise<void> => {
     while (jobs.length > 0) {
       const job = jobs.shift() as Job;
       try {
-        if (job.kind === 'notified') await notified(job.envelopes);
+        if (job.kind === 'notified') await notifiedInOrder(job.envelopes);
         else if (job.kind === 'streamed') await streamed(job.rows);
         else if (job.kind === 'sweep') await sweep();
         else if (job.kind === 'poll') await poll();

@@ -20,9 +20,13 @@ class Collector implements Subscriber {
   readonly ids: string[] = [];
   readonly filter = undefined;
   readonly identity: Identity | null = null;
+  /** Reads of realtime.relay_frames in flight at each frame written (set by setup). */
+  readsInFlight: () => number = () => 0;
+  readonly overlapped: number[] = [];
   constructor(readonly channel: string) {}
   sendEvent(_frame: Buffer, id: string): boolean {
     this.ids.push(id);
+    this.overlapped.push(this.readsInFlight());
     return true;
   }
 }
@@ -36,8 +40,23 @@ async function setup(t: Tap, recoveryIntervalMs = 60_000): Promise<{ db: TestDat
   const sub = new Collector('orders');
   hub.add(sub);
   const metrics = createMetrics({ connections: () => 0, subscriptions: () => hub.size });
+  // The real queries, with the reads of frames counted while they run.
+  const real = createDb(pool);
+  let reading = 0;
+  sub.readsInFlight = () => reading;
+  const counted = {
+    ...real,
+    async relayFrames(...args: Parameters<typeof real.relayFrames>) {
+      reading++;
+      try {
+        return await real.relayFrames(...args);
+      } finally {
+        reading--;
+      }
+    },
+  };
   const relay = createRelay(
-    { db: createDb(pool), hub, metrics, logger: pino({ level: 'silent' }), stats: { add: () => {} } },
+    { db: counted, hub, metrics, logger: pino({ level: 'silent' }), stats: { add: () => {} } },
     { recoveryIntervalMs },
   );
   await relay.start();
@@ -114,4 +133,24 @@ t.test('LISTEN lost: what committed meanwhile is relayed at resync, then the hel
   relay.enqueue(envelope(after));
   await relay.idle();
   t.same(sub.ids, [...during.map((m) => m.id), after.id], 'in seq order, each once');
+});
+
+t.test('notified batches back to back: the next is read while one is sent, in notified order, repeats across batches once', async (t) => {
+  const { db, relay, sub, dropped } = await setup(t);
+  // 1,200 messages in one transaction; their notifications queue as batches of 500, 500 and 200.
+  await db.pool.query(`select realtime.publish('orders', 'e', jsonb_build_object('n', g)) from generate_series(1, 1200) g`);
+  const { rows } = await db.pool.query<{ id: string; seq: string }>(
+    `select id, seq from realtime.messages where channel_name = 'orders' order by seq`,
+  );
+  const messages = rows.map((r) => ({ id: r.id, seq: Number(r.seq) }));
+  t.equal(messages.length, 1200);
+  for (const m of messages) relay.enqueue(envelope(m));
+  // Repeats of messages in the first and second batches, queued behind them.
+  for (const m of messages.slice(450, 650)) relay.enqueue(envelope(m));
+  await relay.idle();
+  t.same(sub.ids, messages.map((m) => m.id), 'each message once, in the order notified');
+  t.match(await dropped(), /reason="repeated"} 200/, 'the 200 repeats were counted, not read again');
+  const sentWhileReading = sub.overlapped.filter((n) => n > 0).length;
+  t.ok(sentWhileReading >= 500, `frames written while the next batch was being read: ${sentWhileReading}`);
+  t.ok(sub.overlapped.every((n) => n <= 1), 'at most one read ahead');
 });
