@@ -119,7 +119,7 @@ export function createServer(deps: ServerDeps): Server {
       return;
     }
     const token = tokenFrom(req, url.searchParams);
-    wss.handleUpgrade(req, socket, head, guard(logger, 'websocket accept', (ws: WebSocket) => accept(ws, token), (_err, ws) => ws.terminate()));
+    wss.handleUpgrade(req, socket, head, guard(logger, 'websocket accept', (ws: WebSocket) => accept(ws, token, socket), (_err, ws) => ws.terminate()));
   };
   http.on(
     'upgrade',
@@ -131,7 +131,7 @@ export function createServer(deps: ServerDeps): Server {
 
   // Outside the upgrade handler, so a connection's listeners do not keep the
   // upgrade request (headers, head buffer) alive for the life of the socket.
-  const accept = (ws: WebSocket, token: string | undefined): void => {
+  const accept = (ws: WebSocket, token: string | undefined, socket: Duplex): void => {
     if (config.maxConnections > 0 && connections.size >= config.maxConnections) {
       // After the upgrade, so a browser learns why (it never sees an HTTP status).
       metrics.limitRejections.inc({ limit: 'connections' });
@@ -140,7 +140,7 @@ export function createServer(deps: ServerDeps): Server {
       setTimeout(() => ws.terminate(), 3000).unref();
       return;
     }
-    const connection = new Connection(ws, deps, token);
+    const connection = new Connection(ws, deps, token, socket);
     connections.add(connection);
     ws.on(
       'message',

@@ -5,6 +5,7 @@
  * Subscription per channel). dispose() ends all of them.
  */
 import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
@@ -23,6 +24,7 @@ import type { Keys } from '../keys.js';
 import { TokenBucket, type UserConnections } from '../limits.js';
 import type { Metrics } from '../metrics.js';
 import type { Presence } from '../presence.js';
+import { corkForTick } from './cork.js';
 import { Session } from './session.js';
 import { Subscription, type SubscribeFrame, type SubscriptionOwner } from './subscription.js';
 
@@ -41,6 +43,9 @@ export interface ConnectionDeps {
   users: UserConnections;
 }
 
+/** Event bytes corked in one tick before they are written out (one write of about this much). */
+const CORK_BYTES = 64 * 1024;
+
 /** Frames waiting behind the one being handled before the socket is told to slow down. */
 const MAX_QUEUED_FRAMES = 256;
 
@@ -58,12 +63,20 @@ export class Connection implements SubscriptionOwner {
   private readonly publishBucket: TokenBucket;
   private readonly ephemeralBucket: TokenBucket;
   private queue: Promise<void> = Promise.resolve();
+  /** Event bytes written since this tick corked the socket (cork.ts). */
+  private corkedBytes = 0;
+  private readonly uncorked = (): void => {
+    this.corkedBytes = 0;
+    this.checkBuffered(0);
+  };
   private queued = 0;
 
   constructor(
     readonly ws: WebSocket,
     private readonly deps: ConnectionDeps,
     token: string | undefined,
+    /** The upgraded TCP socket under `ws`, corked per tick for event frames (cork.ts); absent in tests that make their own. */
+    private readonly socket?: Duplex,
   ) {
     this.publishBucket = new TokenBucket(deps.config.publishRate, deps.now);
     this.ephemeralBucket = new TokenBucket(deps.config.ephemeralRate, deps.now);
@@ -122,6 +135,16 @@ export class Connection implements SubscriptionOwner {
   /** Writes one event frame; closes the socket with 4008 if it cannot keep up. */
   write(frame: Buffer): boolean {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return false;
+    if (this.socket) {
+      if (this.corkedBytes > 0 && this.corkedBytes + frame.length > CORK_BYTES) {
+        // Enough for one write: out now, the rest of the tick corked again.
+        this.socket.uncork();
+        this.corkedBytes = 0;
+        this.socket.cork();
+      }
+      corkForTick(this.socket, this.uncorked);
+      this.corkedBytes += frame.length;
+    }
     this.ws.send(frame, { binary: false });
     this.checkBuffered(0);
     return true;
@@ -172,7 +195,8 @@ export class Connection implements SubscriptionOwner {
    */
   checkBuffered(pending: number): boolean {
     if (this.closed) return true;
-    if (this.ws.bufferedAmount + pending <= this.deps.config.maxBufferedBytes) return false;
+    // Corked bytes were never offered to the peer: not what it left unread.
+    if (this.ws.bufferedAmount - this.corkedBytes + pending <= this.deps.config.maxBufferedBytes) return false;
     this.closeSlow(pending);
     return true;
   }
