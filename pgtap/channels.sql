@@ -1,6 +1,6 @@
 -- realtime.channels: structure, constraints, trigger, grants and the RLS default.
 begin;
-select plan(57);
+select plan(63);
 
 select has_table('realtime', 'channels', 'realtime.channels exists');
 select columns_are('realtime', 'channels',
@@ -61,8 +61,21 @@ select throws_ok($$insert into realtime.channels (pattern, webhook_urls) values 
   '23514', null, 'duplicate URL refused');
 select throws_ok($$insert into realtime.channels (pattern, webhook_urls)
   select 'h6', array_agg('https://h/' || i) from generate_series(1, 17) i$$, '23514', null, 'more than 16 refused');
-select throws_ok($$insert into realtime.channels (pattern, webhook_urls) values ('h7', null)$$,
-  '23502', null, 'NULL list refused (use an empty array)');
+-- NULL means none (000017): scripts that list every column pass NULL for "no webhooks".
+select has_trigger('realtime', 'channels', 'channels_null_means_none', 'channels has its NULL-means-none trigger');
+select function_privs_are('realtime', 'channels_null_means_none', array[]::text[], 'public', array[]::text[], 'PUBLIC cannot call it');
+select lives_ok($$insert into realtime.channels (pattern, description, webhook_urls, enabled) values ('h7', 'seven', null, true)$$,
+  'an explicit NULL webhook_urls is accepted');
+select results_eq($$select webhook_urls, metadata from realtime.channels where pattern = 'h7'$$,
+  $$values ('{}'::text[], '{}'::jsonb)$$, 'and stored as no webhooks');
+update realtime.channels set webhook_urls = array['https://h7.example/'], metadata = '{"a": 1}' where pattern = 'h7';
+update realtime.channels set webhook_urls = null, metadata = null where pattern = 'h7';
+select results_eq($$select webhook_urls, metadata from realtime.channels where pattern = 'h7'$$,
+  $$values ('{}'::text[], '{}'::jsonb)$$, 'set to NULL by an UPDATE: none');
+select throws_ok($$insert into realtime.channels (pattern, enabled) values ('h8', null)$$,
+  '23502', null, 'enabled is not guessed: NULL refused');
+select is((select attnotnull from pg_attribute where attrelid = 'realtime.channels'::regclass and attname = 'webhook_urls'),
+  true, 'webhook_urls stays NOT NULL');
 
 -- updated_at is kept by the trigger.
 select has_trigger('realtime', 'channels', 'channels_touch_updated_at', 'channels has its updated_at trigger');
@@ -95,7 +108,7 @@ set local role authenticated;
 select is_empty('select id from realtime.channels', 'authenticated sees no channel without a policy');
 reset role;
 set local role service_role;
-select is((select count(*)::int from realtime.channels), 4, 'service_role sees every channel');
+select is((select count(*)::int from realtime.channels), 5, 'service_role sees every channel');
 select lives_ok($$update realtime.channels set description = 'by service_role' where pattern = 'hooks'$$,
   'service_role administers channels');
 reset role;

@@ -31,7 +31,7 @@ select functions_are('realtime', array[
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
   'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row',
   'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages', 'relay_messages',
-  'send_batch', 'authorize_subscriptions']);
+  'send_batch', 'authorize_subscriptions', 'channels_null_means_none']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -143,9 +143,10 @@ select results_eq('select version, name from realtime.schema_versions order by v
                     (12, 'publish by privilege'), (13, 'a publish path a busy primary can carry'),
                     (14, 'delivery that never holds the business commit'),
                     (15, 'client publishes committed together, subscribe checks asked together'),
-                    (16, 'policy helpers and stream reads without planning per call')$$,
+                    (16, 'policy helpers and stream reads without planning per call'),
+                    (17, 'null means none in channel settings')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 16, 'realtime.version() is the highest migration');
+select is(realtime.version(), 17, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

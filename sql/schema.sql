@@ -117,6 +117,8 @@ create policy channels_service_role_all on realtime.channels for all to service_
 comment on policy channels_service_role_all on realtime.channels is 'service_role (server-side callers, the daemon) administers and reads every channel.';
 CREATE TRIGGER channels_notify AFTER INSERT OR DELETE OR UPDATE ON realtime.channels FOR EACH ROW EXECUTE FUNCTION realtime.channels_notify();
 comment on trigger channels_notify on realtime.channels is 'Tells the daemon that channel matching may have changed.';
+CREATE TRIGGER channels_null_means_none BEFORE INSERT OR UPDATE ON realtime.channels FOR EACH ROW EXECUTE FUNCTION realtime.channels_null_means_none();
+comment on trigger channels_null_means_none on realtime.channels is 'NULL in webhook_urls or metadata means none: stored as ''{}''.';
 CREATE TRIGGER channels_touch_updated_at BEFORE UPDATE ON realtime.channels FOR EACH ROW EXECUTE FUNCTION realtime.touch_updated_at();
 comment on trigger channels_touch_updated_at on realtime.channels is 'Keeps updated_at current.';
 grant select, insert, update, delete on table realtime.channels to service_role;
@@ -1033,6 +1035,21 @@ begin
 end
 $function$;
 comment on function realtime.channels_notify() is 'Trigger: NOTIFY realtime_channels with {"v":1,"op","id"} when a channel is added, changed or deleted, so the daemon re-matches its subscriptions (a hint: it reads the table).';
+
+-- realtime.channels_null_means_none()
+
+CREATE OR REPLACE FUNCTION realtime.channels_null_means_none()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $function$
+begin
+  new.webhook_urls := coalesce(new.webhook_urls, '{}'::text[]);
+  new.metadata := coalesce(new.metadata, '{}'::jsonb);
+  return new;
+end
+$function$;
+comment on function realtime.channels_null_means_none() is 'Trigger: an explicit NULL webhook_urls or metadata becomes the default (no webhooks, no metadata).';
 
 -- realtime.claim_dedupe_key(text, text, text, uuid, bigint)
 
