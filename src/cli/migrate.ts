@@ -29,10 +29,24 @@ export interface MigrateResult {
   from: number;
   to: number;
   applied: string[];
+  /**
+   * How the versions already installed got there, when not all by migrate:
+   * 'script' (installed from `realtimed sql`, no graphile-migrate chain here:
+   * newer migrations are applied the same way, without one), or 'adopted'
+   * (some were upgraded with `realtimed sql --from`: recorded in the chain).
+   */
+  scriptInstalled?: { how: 'script' | 'adopted'; versions: number[] };
+}
+
+interface Installed {
+  /** The installed version (realtime.schema_versions). */
+  version: number;
+  /** Rows of realtimed's own graphile-migrate chain (0: none). */
+  chained: number;
 }
 
 /** Refuses databases realtimed must not migrate, with the way out in the message. */
-function check(state: InstallState, migrations: Migration[]): number {
+function check(state: InstallState, migrations: Migration[]): Installed {
   const ours = new Set(migrations.map((m) => m.hash));
   const foreign = (state.chain ?? []).filter((row) => !ours.has(row.hash));
   if (foreign.length > 0) {
@@ -45,26 +59,29 @@ function check(state: InstallState, migrations: Migration[]): number {
         '(or add its output to your own migrations). Nothing was changed.',
     );
   }
-  const installed = (state.chain ?? []).length;
-  if (state.scriptVersion > installed) {
-    throw new RealtimedError(
-      'RT_ERR_SCRIPT_INSTALLED',
-      `realtime version ${state.scriptVersion} was installed or upgraded from the plain script (realtimed sql), not by realtimed migrate; ` +
-        `upgrade it the same way: realtimed sql --from ${state.scriptVersion} | psql -v ON_ERROR_STOP=1 -d <database>. Nothing was changed.`,
-    );
-  }
   if (state.foreignRealtimeSchema) {
     throw new RealtimedError(
       'RT_ERR_FOREIGN_SCHEMA',
       'a schema named "realtime" already exists and was not created by realtimed; rename or drop it first. Nothing was changed.',
     );
   }
-  return installed;
+  const chained = (state.chain ?? []).length;
+  const version = Math.max(state.scriptVersion, chained);
+  if (version > migrations.length) {
+    throw new RealtimedError(
+      'RT_ERR_VERSION',
+      `this database is at realtime version ${version}, newer than this realtimed's ${migrations.length}: upgrade realtimed. Nothing was changed.`,
+    );
+  }
+  return { version, chained };
 }
 
 /**
  * Applies the committed migrations not yet applied, one transaction each.
- * A no-op when the database is current.
+ * A no-op when the database is current. Versions the plain script installed
+ * count as installed: with realtimed's graphile-migrate chain present they are
+ * recorded in it first; with none (a script install) newer ones are applied
+ * without creating one, as the next `realtimed sql --from` would.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const target = parseDatabaseUrl(options.databaseUrl, options.databaseUrlSource);
@@ -77,27 +94,55 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   try {
     await client.connect();
     await beginMigration(client);
-    const before = check(await installState(client), migrations);
-    if (before === migrations.length) {
-      return { from: before, to: before, applied: [] };
+    const installed = check(await installState(client), migrations);
+    const before = installed.version;
+    const fromScript = migrations.slice(installed.chained, before).map((m) => m.version);
+    const scriptOnly = installed.chained === 0 && before > 0;
+    let scriptInstalled: MigrateResult['scriptInstalled'];
+    if (scriptOnly) {
+      scriptInstalled = { how: 'script', versions: fromScript };
+    } else if (fromScript.length > 0) {
+      // Upgraded with `realtimed sql --from` after migrate installed it: the
+      // same migrations, so the chain records them as applied.
+      await recordApplied(client, migrations.slice(installed.chained, before));
+      log(`versions ${fromScript[0]} to ${before} were applied by the plain script (realtimed sql): recorded them in graphile_migrate.migrations`);
+      scriptInstalled = { how: 'adopted', versions: fromScript };
     }
-    await ensureChainTables(client);
+    const done = (to: number, applied: string[]): MigrateResult => ({ from: before, to, applied, ...(scriptInstalled ? { scriptInstalled } : {}) });
+    if (before === migrations.length) return done(before, []);
+    if (!scriptOnly) await ensureChainTables(client);
     const applied: string[] = [];
     for (const m of migrations.slice(before)) {
       if (migrationHash(m.body, m.previousHash) !== m.hash) {
         throw new RealtimedError('RT_ERR_MIGRATION', `Hash for ${m.filename} does not match its contents; has the file been edited?`);
       }
       if (m.version === 13) await prepareVersion13(client, log);
-      log(`applying ${m.filename}`);
-      await applyMigration(client, m, m.version - 1);
+      log(`applying ${m.filename}${scriptOnly ? ' (no graphile-migrate chain: this database was installed from the plain script)' : ''}`);
+      await applyMigration(client, m, m.version - 1, { record: !scriptOnly });
       applied.push(m.filename);
     }
-    const after = check(await installState(client), migrations);
-    return { from: before, to: after, applied };
+    return done(check(await installState(client), migrations).version, applied);
   } catch (err) {
     throw fromMigrationError(err, target.where);
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+/** Records migrations the plain script applied in realtimed's chain, in order, in one transaction. */
+async function recordApplied(client: pg.Client, done: Migration[]): Promise<void> {
+  await client.query('begin');
+  try {
+    for (const m of done) {
+      await client.query(
+        'insert into graphile_migrate.migrations (hash, previous_hash, filename) values ($1, $2, $3) on conflict (hash) do nothing',
+        [m.hash, m.previousHash, m.filename],
+      );
+    }
+    await client.query('commit');
+  } catch (err) {
+    await client.query('rollback').catch(() => {});
+    throw err;
   }
 }
 
@@ -125,10 +170,16 @@ export function addMigrateCommand(program: Command, io: CliIo): void {
         databaseUrlSource: opts.databaseUrl === undefined ? 'DATABASE_URL' : '--database-url',
         log: (line) => io.err(`realtimed migrate: ${line}\n`),
       });
+      const how =
+        result.scriptInstalled?.how === 'script'
+          ? '; installed from the plain script (realtimed sql), so no graphile-migrate chain was created'
+          : result.scriptInstalled?.how === 'adopted'
+            ? `; versions ${result.scriptInstalled.versions.join(', ')} came from the plain script and are now recorded`
+            : '';
       io.out(
         result.applied.length === 0
-          ? `realtime schema is up to date (version ${result.to})\n`
-          : `realtime schema migrated from version ${result.from} to ${result.to} (${result.applied.length} applied)\n`,
+          ? `realtime schema is up to date (version ${result.to}${how})\n`
+          : `realtime schema migrated from version ${result.from} to ${result.to} (${result.applied.length} applied${how})\n`,
       );
     });
 }

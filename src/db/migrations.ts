@@ -108,8 +108,17 @@ export async function ensureChainTables(client: pg.ClientBase): Promise<void> {
     );`);
 }
 
-/** Applies one migration in its own transaction, the hot tables it changes locked first. */
-export async function applyMigration(client: pg.ClientBase, migration: PendingMigration, installedVersion: number): Promise<void> {
+/**
+ * Applies one migration in its own transaction, the hot tables it changes
+ * locked first; recorded in graphile_migrate.migrations unless `record` is
+ * false (a database installed from the plain script keeps no chain).
+ */
+export async function applyMigration(
+  client: pg.ClientBase,
+  migration: PendingMigration,
+  installedVersion: number,
+  options: { record?: boolean } = {},
+): Promise<void> {
   const { rows } = await client.query<{ locked: boolean }>('select pg_catalog.pg_try_advisory_lock($1) as locked', [
     GRAPHILE_MIGRATE_LOCK,
   ]);
@@ -120,11 +129,13 @@ export async function applyMigration(client: pg.ClientBase, migration: PendingMi
       const tables = hotTablesOf(migration.body, installedVersion);
       if (tables.length > 0) await client.query(lockStatement(tables));
       await client.query(migration.body);
-      await client.query('insert into graphile_migrate.migrations (hash, previous_hash, filename) values ($1, $2, $3)', [
-        migration.hash,
-        migration.previousHash,
-        migration.filename,
-      ]);
+      if (options.record !== false) {
+        await client.query('insert into graphile_migrate.migrations (hash, previous_hash, filename) values ($1, $2, $3)', [
+          migration.hash,
+          migration.previousHash,
+          migration.filename,
+        ]);
+      }
       await client.query('commit');
     } catch (err) {
       await client.query('rollback').catch(() => {});

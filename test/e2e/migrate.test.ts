@@ -1,8 +1,12 @@
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import t from 'tap';
 import pg from 'pg';
 
 import { migrate } from '../../src/cli/migrate.js';
-import { loadMigrations } from '../../src/cli/sql.js';
+import { buildScript, loadMigrations, MIGRATIONS_FOLDER } from '../../src/cli/sql.js';
 import { cli, runBin } from '../helpers/cli.js';
 import { createDatabase, createLoginRole, serverQuery, urlFor } from '../helpers/db.js';
 
@@ -142,13 +146,67 @@ t.test('a database whose application uses graphile-migrate: refuse, then the pla
   t.match(again.stderr, 'RT_ERR_FOREIGN_CHAIN');
 });
 
-t.test('a database installed from the script is not taken over by migrate', async (t) => {
+t.test('a database installed from the script: migrate says so, keeps it chain-free, applies what is newer', async (t) => {
+  const migrations = await loadMigrations();
+  const latest = migrations.length;
   const db = await createDatabase(t, { migrated: false });
-  await db.pool.query((await cli(['sql'])).stdout);
+  // Installed from the script of an older package (all but the last migration), as a DBA would have.
+  await db.pool.query(buildScript(migrations.slice(0, latest - 1)));
+  const older = await cli(['migrate', '--database-url', db.url]);
+  t.equal(older.code, 0, older.stderr);
+  t.match(older.stdout, `migrated from version ${latest - 1} to ${latest} (1 applied; installed from the plain script (realtimed sql), so no graphile-migrate chain was created)`);
+  t.match(older.stderr, 'no graphile-migrate chain: this database was installed from the plain script');
+  const [v] = await query<{ v: number }>(db.url, 'select realtime.version() as v');
+  t.equal(v?.v, latest, 'the newer migration was applied');
+  t.same(await query(db.url, `select from pg_namespace where nspname = 'graphile_migrate'`), [], 'no graphile_migrate schema was created');
+
+  const before = await snapshot(db.url);
+  const current = await cli(['migrate', '--database-url', db.url]);
+  t.equal(current.code, 0, 'a deploy pipeline that always runs migrate passes');
+  t.match(current.stdout, `up to date (version ${latest}; installed from the plain script`);
+  t.same(await snapshot(db.url), before, 'nothing changed');
+  const upgrade = await cli(['sql', '--from', String(latest)]);
+  t.equal(upgrade.code, 0, 'and the script path still works for it');
+  await db.pool.query(upgrade.stdout);
+});
+
+t.test('installed by migrate, upgraded with sql --from: migrate records those versions and goes on', async (t) => {
+  const migrations = await loadMigrations();
+  const latest = migrations.length;
+  const db = await createDatabase(t, { migrated: false });
+  const folder = await mkdtemp(join(tmpdir(), 'realtimed-migrate-'));
+  t.teardown(() => rm(folder, { recursive: true, force: true }));
+  await mkdir(join(folder, 'committed'));
+  const base = latest - 2;
+  for (const m of migrations.slice(0, base)) {
+    await copyFile(join(MIGRATIONS_FOLDER, 'committed', m.filename), join(folder, 'committed', m.filename));
+  }
+  t.equal((await migrate({ databaseUrl: db.url, migrationsFolder: folder })).to, base, `migrate installed version ${base}`);
+  // The next release's upgrade went through the script: one migration, then migrate again.
+  await db.pool.query(buildScript(migrations.slice(0, base + 1), { from: base }));
+
+  const lines: string[] = [];
+  const result = await migrate({ databaseUrl: db.url, log: (line) => lines.push(line) });
+  t.same(result.scriptInstalled, { how: 'adopted', versions: [base + 1] });
+  t.same(result.applied, [migrations[latest - 1]?.filename], 'only what is newer was applied');
+  t.equal(result.to, latest);
+  t.match(lines.join('\n'), `versions ${base + 1} to ${base + 1} were applied by the plain script`);
+  const chain = await query<{ filename: string }>(db.url, 'select filename from graphile_migrate.migrations order by filename');
+  t.same(chain.map((r) => r.filename), migrations.map((m) => m.filename), 'the chain now records every version, in order');
+  const again = await cli(['migrate', '--database-url', db.url]);
+  t.equal(again.code, 0);
+  t.match(again.stdout, `up to date (version ${latest})`);
+});
+
+t.test('a database newer than this realtimed: refused, nothing changed', async (t) => {
+  const db = await createDatabase(t, { migrated: false });
+  const migrations = await loadMigrations();
+  await db.pool.query(buildScript(migrations));
+  await db.pool.query(`insert into realtime.schema_versions (version, name) values ($1, 'from the future')`, [migrations.length + 1]);
   const before = await snapshot(db.url);
   const refused = await cli(['migrate', '--database-url', db.url]);
   t.equal(refused.code, 2);
-  t.match(refused.stderr, /realtimed sql --from \d+.*\[RT_ERR_SCRIPT_INSTALLED\]/);
+  t.match(refused.stderr, /newer than this realtimed.*\[RT_ERR_VERSION\]/);
   t.same(await snapshot(db.url), before);
 });
 
