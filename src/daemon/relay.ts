@@ -394,7 +394,11 @@ export function createRelay(
       reading = null;
       if (next?.kind === 'notified' && !stopped) {
         jobs.shift();
-        reading = readNotified(next.envelopes);
+        // Handled now, not when awaited: it may settle while this batch is sent.
+        reading = readNotified(next.envelopes).catch((err: unknown) => {
+          logger.warn({ err: errorText(err), job: 'notified' }, 'relay job failed');
+          return async () => {};
+        });
       }
       try {
         await sendIt();

@@ -73,3 +73,16 @@ t.test('a write without corkForTick is not held back; a destroyed socket is left
   corkForTick(socket, () => t.fail('a destroyed socket is not corked'));
   t.equal(socket.writableCorked, 0, 'not corked');
 });
+
+t.test('an owner that throws after its uncork leaves no other socket corked', async (t) => {
+  const first = await pair(t);
+  const second = await pair(t);
+  corkForTick(first.socket, () => {
+    throw new Error('an owner failed');
+  });
+  first.socket.write('1');
+  corkForTick(second.socket, () => {});
+  second.socket.write('2');
+  await until('both written', () => first.received() === '1' && second.received() === '2');
+  t.equal(second.socket.writableCorked, 0, 'the socket after it was uncorked too');
+});

@@ -43,7 +43,7 @@ export interface ConnectionDeps {
   users: UserConnections;
 }
 
-/** Event bytes corked in one tick before they are written out (one write of about this much). */
+/** Event bytes corked in one tick before they are written out (one write of about this much; at most half of --max-buffered-bytes). */
 const CORK_BYTES = 64 * 1024;
 
 /** Frames waiting behind the one being handled before the socket is told to slow down. */
@@ -67,7 +67,11 @@ export class Connection implements SubscriptionOwner {
   private corkedBytes = 0;
   private readonly uncorked = (): void => {
     this.corkedBytes = 0;
-    this.checkBuffered(0);
+    try {
+      this.checkBuffered(0);
+    } catch (err) {
+      this.deps.logger.error({ err: errorText(err) }, 'closing a slow consumer failed');
+    }
   };
   private queued = 0;
 
@@ -136,14 +140,14 @@ export class Connection implements SubscriptionOwner {
   write(frame: Buffer): boolean {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return false;
     if (this.socket) {
-      if (this.corkedBytes > 0 && this.corkedBytes + frame.length > CORK_BYTES) {
+      const most = Math.min(CORK_BYTES, this.deps.config.maxBufferedBytes / 2);
+      if (this.corkedBytes > 0 && this.corkedBytes + frame.length > most) {
         // Enough for one write: out now, the rest of the tick corked again.
         this.socket.uncork();
         this.corkedBytes = 0;
         this.socket.cork();
       }
-      corkForTick(this.socket, this.uncorked);
-      this.corkedBytes += frame.length;
+      if (corkForTick(this.socket, this.uncorked)) this.corkedBytes += frame.length;
     }
     this.ws.send(frame, { binary: false });
     this.checkBuffered(0);
