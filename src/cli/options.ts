@@ -104,6 +104,22 @@ export const OPTIONS = {
     flag: '--publish-rate <n>', env: 'REALTIMED_PUBLISH_RATE', default: 20, parse: integer(1, 1_000_000),
     help: 'client publishes per second per connection',
   }),
+  idleTimeoutMs: row({
+    flag: '--idle-timeout <ms>', env: 'REALTIMED_IDLE_TIMEOUT', default: 0, parse: integer(0, 86_400_000),
+    help: 'close a connection with no subscription for this long with 4010; 0 is off',
+  }),
+  allowPresence: row({
+    flag: '--no-presence', env: 'REALTIMED_NO_PRESENCE', default: true,
+    help: 'refuse presence frames (FEATURE_DISABLED): clients cannot set presence state',
+  }),
+  allowEphemeral: row({
+    flag: '--no-ephemeral', env: 'REALTIMED_NO_EPHEMERAL', default: true,
+    help: 'refuse ephemeral publishes from sockets and from non-admin tokens on POST /api/broadcast (FEATURE_DISABLED)',
+  }),
+  allowClientPublish: row({
+    flag: '--no-client-publish', env: 'REALTIMED_NO_CLIENT_PUBLISH', default: true,
+    help: 'refuse stored publishes from sockets and from non-admin tokens on POST /api/broadcast (FEATURE_DISABLED)',
+  }),
   pingIntervalMs: row({
     flag: '--ping-interval <ms>', env: 'REALTIMED_PING_INTERVAL', default: 30_000, parse: integer(100, 3_600_000),
     help: 'WebSocket ping interval; a socket that misses one is dropped',

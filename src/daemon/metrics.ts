@@ -10,6 +10,7 @@ export interface Metrics {
   framesSent: Counter;
   fanoutSeconds: Histogram;
   slowConsumerCloses: Counter;
+  idleCloses: Counter;
   publishBatchItems: Histogram;
   subscribeBatchItems: Histogram;
   listenReconnects: Counter;
@@ -86,6 +87,11 @@ export function createMetrics(sources: { connections: () => number; subscription
     slowConsumerCloses: new Counter({
       name: 'realtimed_slow_consumer_closes_total',
       help: 'Sockets closed with 4008 because they did not read fast enough.',
+      registers: [registry],
+    }),
+    idleCloses: new Counter({
+      name: 'realtimed_idle_closes_total',
+      help: 'Sockets closed with 4010 after --idle-timeout without a subscription.',
       registers: [registry],
     }),
     listenReconnects: new Counter({

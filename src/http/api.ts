@@ -189,6 +189,14 @@ export function createApi(deps: ApiDeps): Api {
     const payload = body['payload'] ?? {};
     if (!isObject(payload)) throw invalid('"payload" must be a JSON object');
     const ephemeralMessage = body['ephemeral'] === true;
+    // The same switches as a socket's frames; the admin role is a server, not a client.
+    const client = identity.role !== config.adminRole;
+    if (ephemeralMessage && !config.allowEphemeral && client) {
+      throw new WireError('FEATURE_DISABLED', 'ephemeral is switched off on this server', { channel, feature: 'ephemeral' });
+    }
+    if (!ephemeralMessage && !config.allowClientPublish && client) {
+      throw new WireError('FEATURE_DISABLED', 'client publish is switched off on this server', { channel, feature: 'client_publish' });
+    }
     const limits = (await db.matchChannels([channel])).get(channel)?.limits;
     takeRate(req, identity, channel, ephemeralMessage, limits?.publishRate ?? null);
     if (ephemeralMessage) {

@@ -18,6 +18,8 @@ export const WIRE_ERRORS = {
   CONFLICT: { status: 409 },
   PAYLOAD_TOO_LARGE: { status: 413 },
   RATE_LIMITED: { status: 429 },
+  /** This instance runs with the feature switched off (--no-presence, --no-ephemeral, --no-client-publish). */
+  FEATURE_DISABLED: { status: 403 },
   /** Closes only for the connection limits (this instance, this user). */
   LIMIT_EXCEEDED: { status: 429, close: 4029 },
   REPLAY_UNAVAILABLE: { status: 410 },
@@ -34,6 +36,8 @@ export const CloseCode = {
   TOKEN_EXPIRED: WIRE_ERRORS.TOKEN_EXPIRED.close,
   UNAUTHORIZED: WIRE_ERRORS.UNAUTHORIZED.close,
   SLOW_CONSUMER: 4008,
+  /** No subscription for --idle-timeout. */
+  IDLE_TIMEOUT: 4010,
   /** Too many connections: this instance is full, or this user has too many. */
   TOO_MANY_CONNECTIONS: WIRE_ERRORS.LIMIT_EXCEEDED.close,
 } as const;

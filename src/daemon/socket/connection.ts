@@ -74,6 +74,11 @@ export class Connection implements SubscriptionOwner {
     }
   };
   private queued = 0;
+  /** Running only while the socket has no subscription and --idle-timeout is set. */
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** When the socket was accepted, and when its last frame arrived (GET /api/connections). */
+  readonly connectedAt: number;
+  lastFrameAt: number;
 
   constructor(
     readonly ws: WebSocket,
@@ -82,6 +87,8 @@ export class Connection implements SubscriptionOwner {
     /** The upgraded TCP socket under `ws`, corked per tick for event frames (cork.ts); absent in tests that make their own. */
     private readonly socket?: Duplex,
   ) {
+    this.connectedAt = deps.now();
+    this.lastFrameAt = this.connectedAt;
     this.publishBucket = new TokenBucket(deps.config.publishRate, deps.now);
     this.ephemeralBucket = new TokenBucket(deps.config.ephemeralRate, deps.now);
     this.session = new Session(deps, () =>
@@ -94,6 +101,7 @@ export class Connection implements SubscriptionOwner {
     } else {
       this.session.startWithoutToken(() => this.fail('UNAUTHORIZED', 'no token: send an auth frame first'));
     }
+    this.idleCheck();
   }
 
   get identity(): Identity | null {
@@ -102,6 +110,7 @@ export class Connection implements SubscriptionOwner {
 
   onMessage(data: WebSocket.RawData, isBinary: boolean): void {
     if (this.closed) return;
+    this.lastFrameAt = this.deps.now();
     if (isBinary) {
       this.send(errorFrame('INVALID_MESSAGE', 'frames must be JSON text'));
       return;
@@ -116,6 +125,13 @@ export class Connection implements SubscriptionOwner {
     }
     if (frame.type === 'ping') {
       this.send(serverFrame({ type: 'pong', ref: frame.ref }));
+      return;
+    }
+    const disabled = this.disabledFeature(frame);
+    if (disabled !== null) {
+      this.send(errorFrame('FEATURE_DISABLED', `${disabled.replace('_', ' ')} is switched off on this server`, {
+        ref: frame.ref, channel: 'channel' in frame ? frame.channel : undefined, feature: disabled,
+      }));
       return;
     }
     if (frame.type === 'publish' || frame.type === 'presence') {
@@ -134,6 +150,39 @@ export class Connection implements SubscriptionOwner {
       return;
     }
     this.enqueue(() => this.handle(frame));
+  }
+
+  /** The switched-off feature (--no-presence, --no-ephemeral, --no-client-publish) a frame needs, if any. */
+  private disabledFeature(frame: ClientFrame): 'presence' | 'ephemeral' | 'client_publish' | null {
+    const { config } = this.deps;
+    if (frame.type === 'presence' && !config.allowPresence) return 'presence';
+    if (frame.type === 'publish' && frame.ephemeral === true && !config.allowEphemeral) return 'ephemeral';
+    if (frame.type === 'publish' && frame.ephemeral !== true && !config.allowClientPublish) return 'client_publish';
+    return null;
+  }
+
+  /**
+   * Starts the --idle-timeout timer when the socket has no subscription, and
+   * stops it when it has one: one timer per idle socket, none per tick.
+   */
+  private idleCheck(): void {
+    const ms = this.deps.config.idleTimeoutMs;
+    if (ms <= 0 || this.closed) return;
+    if (this.subscriptions.size > 0) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+      return;
+    }
+    if (this.idleTimer !== undefined) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.closed || this.subscriptions.size > 0) return;
+      this.deps.metrics.idleCloses.inc();
+      this.dispose();
+      this.ws.close(CloseCode.IDLE_TIMEOUT, 'idle timeout');
+      setTimeout(() => this.ws.terminate(), 5000).unref();
+    }, ms);
+    this.idleTimer.unref();
   }
 
   /** Writes one event frame; closes the socket with 4008 if it cannot keep up. */
@@ -223,6 +272,8 @@ export class Connection implements SubscriptionOwner {
   dispose(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     this.session.end();
     for (const subscription of this.subscriptions.values()) subscription.close();
     this.subscriptions.clear();
@@ -238,6 +289,7 @@ export class Connection implements SubscriptionOwner {
     this.subscriptions.delete(channel);
     subscription.leave();
     this.send(serverFrame({ type: 'unsubscribed', channel, reason }));
+    this.idleCheck();
   }
 
   /** Authorizes one channel again (its channel changed); drops it if now denied. */
@@ -341,10 +393,12 @@ export class Connection implements SubscriptionOwner {
     }
     const subscription = new Subscription(this, frame.channel, this.deps);
     this.subscriptions.set(frame.channel, subscription);
+    this.idleCheck();
     try {
       await subscription.open(frame);
     } catch (err) {
       if (this.subscriptions.get(frame.channel) === subscription) this.subscriptions.delete(frame.channel);
+      this.idleCheck();
       throw err;
     }
   }
@@ -356,6 +410,7 @@ export class Connection implements SubscriptionOwner {
       subscription.leave();
     }
     this.send(serverFrame({ type: 'unsubscribed', channel: frame.channel, ref: frame.ref }));
+    this.idleCheck();
   }
 
   /** The subscription a publish or presence frame needs. */
