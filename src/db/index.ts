@@ -10,6 +10,7 @@ import type pg from 'pg';
 
 import { channelQueries } from './channels.js';
 import { ephemeralQueries } from './ephemeral.js';
+import { instanceQueries } from './instances.js';
 import { messageQueries } from './messages.js';
 import { presenceQueries } from './presence.js';
 import { statsQueries } from './stats.js';
@@ -25,6 +26,7 @@ export function createDb(pool: pg.Pool) {
     ...webhookQueries(pool),
     ...channelQueries(pool),
     ...statsQueries(pool),
+    ...instanceQueries(pool),
     async ping(): Promise<void> {
       await pool.query('select 1');
     },

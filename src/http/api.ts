@@ -13,13 +13,16 @@ import { CHANNEL_COLUMNS, WRITABLE_CHANNEL_COLUMNS, type ChannelRow } from '../d
 import type { Identity } from '../db/identity.js';
 import { errorText } from '../daemon/boundary.js';
 import { KeyedBuckets } from '../daemon/limits.js';
-import type { ConnectionDeps } from '../daemon/socket/connection.js';
+import type { Connection, ConnectionDeps } from '../daemon/socket/connection.js';
+import type { InstanceRow } from '../db/instances.js';
 import { WIRE_ERRORS, WireError, type WireErrorCode } from '../protocol/errors.js';
 import { eventFrame, isObject, MAX_JSON_DEPTH, withinDepth } from '../protocol/frames.js';
 import { sendError, sendJson } from './respond.js';
 
 export interface ApiDeps extends ConnectionDeps {
   counts: () => { connections: number; subscriptions: number };
+  /** This instance's open sockets (GET /api/connections, /api/subscriptions). */
+  connections: ReadonlySet<Connection>;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -127,6 +130,55 @@ function channelJson(row: ChannelRow): Record<string, unknown> {
 
 type Reply = [status: number, body?: unknown];
 
+/** limit and cursor of a paginated admin route: limit 1 to 1000 (default 100). */
+function page(query: URLSearchParams): { limit: number; cursor: string | null } {
+  const text = query.get('limit');
+  const limit = text === null ? 100 : /^\d{1,4}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw invalid('"limit" must be a whole number from 1 to 1000');
+  const cursor = query.get('cursor');
+  if (cursor !== null && (cursor.length === 0 || cursor.length > 1024)) throw invalid('"cursor" must be the "next" of a previous page');
+  return { limit, cursor };
+}
+
+/** A subscriptions cursor: the connection id and channel of the last row, base64url JSON. */
+function encodeCursor(connection: string, channel: string): string {
+  return Buffer.from(JSON.stringify([connection, channel])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString());
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && UUID.test(value[0]) && typeof value[1] === 'string') {
+      return [value[0], value[1]];
+    }
+  } catch {
+    // below
+  }
+  throw invalid('"cursor" must be the "next" of a previous page');
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+function instanceJson(row: InstanceRow, self: string): Record<string, unknown> {
+  return {
+    id: row.id,
+    self: row.id === self,
+    host: row.host,
+    pid: row.pid,
+    startedAt: row.started_at.toISOString(),
+    heartbeatAt: row.heartbeat_at.toISOString(),
+    countedSubscribers: row.counted_subscribers,
+    presenceConnections: row.presence_connections,
+  };
+}
+
+/** Who a socket acts as: its token's role and sub (null before an auth frame). */
+function who(connection: Connection): { role: string | null; sub: string | null } {
+  const identity = connection.identity;
+  const sub = identity?.claims['sub'];
+  return { role: identity?.role ?? null, sub: typeof sub === 'string' ? sub : null };
+}
+
 export interface Api {
   handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void>;
   stop(): void;
@@ -153,9 +205,9 @@ export function createApi(deps: ApiDeps): Api {
     }
   };
 
-  const admin = (identity: Identity): void => {
+  const admin = (identity: Identity, what = 'channels are managed'): void => {
     if (identity.role !== config.adminRole) {
-      throw new HttpError('UNAUTHORIZED', `channels are managed by the ${config.adminRole} role`);
+      throw new HttpError('UNAUTHORIZED', `${what} by the ${config.adminRole} role`);
     }
   };
 
@@ -273,6 +325,60 @@ export function createApi(deps: ApiDeps): Api {
     return [200, { ...instance, ...visible }];
   };
 
+  /** This instance's sockets by id, after the cursor's. */
+  const socketsAfter = (after: string | null): Connection[] =>
+    [...deps.connections].filter((c) => !c.closed && (after === null || c.id >= after)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+  /** This instance's sockets, paginated by id; every instance the database knows. */
+  const listConnections = async (identity: Identity, query: URLSearchParams): Promise<Reply> => {
+    const { limit, cursor } = page(query);
+    if (cursor !== null && !UUID.test(cursor)) throw invalid('"cursor" must be the "next" of a previous page');
+    const instances = await db.listInstances(identity);
+    const sockets = socketsAfter(cursor).filter((c) => c.id !== cursor);
+    const rows = sockets.slice(0, limit).map((c) => ({
+      id: c.id,
+      instance: presence.instance,
+      ...who(c),
+      connectedAt: iso(c.connectedAt),
+      lastFrameAt: iso(c.lastFrameAt),
+      subscriptions: c.subscriptions.size,
+      bufferedBytes: c.ws.bufferedAmount,
+    }));
+    const next = sockets.length > limit ? (rows[rows.length - 1]?.id ?? null) : null;
+    return [200, { instance: presence.instance, connections: rows, next, instances: instances.map((i) => instanceJson(i, presence.instance)) }];
+  };
+
+  /** This instance's subscriptions, paginated by socket id and channel; every instance the database knows. */
+  const listSubscriptions = async (identity: Identity, query: URLSearchParams): Promise<Reply> => {
+    const { limit, cursor } = page(query);
+    const [afterSocket, afterChannel] = cursor === null ? [null, null] : decodeCursor(cursor);
+    const instances = await db.listInstances(identity);
+    const rows: Record<string, unknown>[] = [];
+    let next: string | null = null;
+    outer: for (const c of socketsAfter(afterSocket)) {
+      const channels = [...c.subscriptions.keys()].filter((ch) => c.id !== afterSocket || ch > (afterChannel as string)).sort();
+      for (const channel of channels) {
+        const s = c.subscriptions.get(channel);
+        if (!s || s.channelId === null) continue;
+        if (rows.length === limit) {
+          const last = rows[rows.length - 1] as { connection: string; channel: string };
+          next = encodeCursor(last.connection, last.channel);
+          break outer;
+        }
+        rows.push({
+          channel,
+          connection: c.id,
+          instance: presence.instance,
+          ...who(c),
+          since: iso(s.since),
+          lastEventAt: iso(s.lastEventAt),
+          eventsDelivered: s.delivered,
+        });
+      }
+    }
+    return [200, { instance: presence.instance, subscriptions: rows, next, instances: instances.map((i) => instanceJson(i, presence.instance)) }];
+  };
+
   /** The route's name (for the metric) and its handler, or an HttpError. */
   const route = async (req: IncomingMessage, path: string, query: URLSearchParams): Promise<[string, () => Promise<Reply>]> => {
     const method = req.method ?? 'GET';
@@ -288,6 +394,13 @@ export function createApi(deps: ApiDeps): Api {
     if (resource === 'broadcast' && name === undefined) {
       if (method !== 'POST') throw notAllowed('POST');
       return ['broadcast', () => broadcast(req, identity)];
+    }
+    if ((resource === 'connections' || resource === 'subscriptions') && name === undefined) {
+      admin(identity, `${resource} are listed`);
+      if (method !== 'GET') throw notAllowed('GET');
+      return resource === 'connections'
+        ? ['connections', () => listConnections(identity, query)]
+        : ['subscriptions', () => listSubscriptions(identity, query)];
     }
     if (resource === 'stats' && name === undefined) {
       if (method !== 'GET') throw notAllowed('GET');

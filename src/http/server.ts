@@ -58,7 +58,7 @@ export function createServer(deps: ServerDeps): Server {
 
   const routes = createHealth({ db, listener, metrics, connections: () => connections.size, metricsToken: config.metricsToken });
   const inspector = config.inspector ? createInspector(deps) : null;
-  const api = createApi({ ...deps, counts: () => ({ connections: connections.size, subscriptions: deps.hub.size }) });
+  const api = createApi({ ...deps, connections, counts: () => ({ connections: connections.size, subscriptions: deps.hub.size }) });
   const connectRate = new ConnectRateLimiter(config.connectRate, deps.now);
 
   const onRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {

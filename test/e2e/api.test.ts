@@ -9,6 +9,7 @@ import { createDatabase, type Teardown, type TestDatabase } from '../helpers/db.
 import { loadExamples, startDaemon } from '../helpers/daemon.js';
 import { ALICE, BOB, sign, unsignedToken, userToken } from '../helpers/jwt.js';
 import { TestClient } from '../helpers/ws.js';
+import { until } from '../helpers/wait.js';
 
 type Json = Record<string, unknown>;
 
@@ -267,4 +268,78 @@ t.test('GET /metrics with --metrics-token: that bearer only (finding 8b)', async
   const ok = await fetch(`${httpUrl}/metrics`, { headers: { authorization: 'Bearer metrics-token-0123456789' } });
   t.equal(ok.status, 200);
   t.match(await ok.text(), /realtimed_connections/);
+});
+
+t.test('GET /api/connections and /api/subscriptions: the admin role; this instance live, every instance from the database', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  await db.pool.query(`update realtime.channels set max_subscribers = 100 where pattern = 'orders'`);
+  const roles = ['anon', 'authenticated', 'service_role'];
+  const a = await startDaemon(t, db, { roles, statsIntervalMs: 50 });
+  const b = await startDaemon(t, db, { roles, statsIntervalMs: 50 });
+  const token = await admin();
+
+  for (const path of ['/api/connections', '/api/subscriptions']) {
+    for (const [who, auth] of [['anon', undefined], ['authenticated', await userToken(ALICE)]] as const) {
+      const res = await call(a.httpUrl, 'GET', path, auth === undefined ? {} : { token: auth });
+      t.same([res.status, res.body['error']], [403, 'UNAUTHORIZED'], `${path} as ${who}: 403`);
+    }
+    t.same((await call(a.httpUrl, 'GET', path, { token: 'x.y.z' })).status, 401, `${path} with a bad token: 401`);
+    t.same((await call(a.httpUrl, 'POST', path, { token, body: {} })).status, 405, `POST ${path}: 405`);
+    for (const query of ['limit=0', 'limit=1001', 'limit=abc', 'limit=-1', 'limit=1.5', 'cursor=', 'cursor=zzz', `cursor=${'x'.repeat(2000)}`]) {
+      const res = await call(a.httpUrl, 'GET', `${path}?${query}`, { token });
+      t.same([res.status, res.body['error']], [400, 'INVALID_MESSAGE'], `${path}?${query.slice(0, 20)}: 400`);
+    }
+  }
+
+  const alice = await TestClient.connect(t, a.wsUrl, { token: await userToken(ALICE) });
+  await alice.subscribe('chat:7');
+  const reader = await TestClient.connect(t, a.wsUrl);
+  await reader.subscribe('orders');
+  await TestClient.connect(t, a.wsUrl); // connected, no subscription
+  const elsewhere = await TestClient.connect(t, b.wsUrl);
+  await elsewhere.subscribe('orders');
+  await db.pool.query(`select realtime.publish('orders', 'tick', '{}')`);
+  await reader.next((f) => f.type === 'event');
+
+  const subs = await call(a.httpUrl, 'GET', '/api/subscriptions', { token });
+  t.equal(subs.status, 200);
+  const list = subs.body['subscriptions'] as Json[];
+  t.equal(list.length, 2, 'this instance\'s two subscriptions, not the other instance\'s');
+  const self = subs.body['instance'];
+  t.match(list.find((s) => s['channel'] === 'orders'), { instance: self, role: 'anon', sub: null, since: String, lastEventAt: String, eventsDelivered: 1 },
+    'the reader: one event delivered, and when');
+  t.match(list.find((s) => s['channel'] === 'chat:7'), { role: 'authenticated', sub: ALICE, lastEventAt: null, eventsDelivered: 0 });
+  t.equal(subs.body['next'], null, 'one page');
+
+  // The other instance's report reaches the database within its --stats-interval.
+  const instances = await until('the other instance\'s report', async () => {
+    const res = await call(a.httpUrl, 'GET', '/api/subscriptions', { token });
+    const rows = res.body['instances'] as Json[];
+    return rows.length === 2 && rows.some((i) => i['self'] === false && i['countedSubscribers'] === 1) ? rows : undefined;
+  });
+  t.match(instances.find((i) => i['self'] === true), { id: self, pid: process.pid, startedAt: String, heartbeatAt: String });
+
+  const first = await call(a.httpUrl, 'GET', '/api/subscriptions?limit=1', { token });
+  t.equal((first.body['subscriptions'] as Json[]).length, 1);
+  t.type(first.body['next'], 'string', 'limit 1 of 2: a next cursor');
+  const second = await call(a.httpUrl, 'GET', `/api/subscriptions?limit=1&cursor=${encodeURIComponent(first.body['next'] as string)}`, { token });
+  t.equal(second.body['next'], null, 'the last page');
+  t.same(
+    [...(first.body['subscriptions'] as Json[]), ...(second.body['subscriptions'] as Json[])].map((s) => s['channel']).sort(),
+    ['chat:7', 'orders'],
+    'the pages cover each subscription once',
+  );
+
+  const conns = await call(a.httpUrl, 'GET', '/api/connections?limit=2', { token });
+  t.equal(conns.status, 200);
+  t.equal((conns.body['connections'] as Json[]).length, 2);
+  t.match(conns.body['next'], /^[0-9a-f-]{36}$/);
+  const rest = await call(a.httpUrl, 'GET', `/api/connections?limit=2&cursor=${conns.body['next'] as string}`, { token });
+  t.equal(rest.body['next'], null);
+  const all = [...(conns.body['connections'] as Json[]), ...(rest.body['connections'] as Json[])];
+  t.equal(all.length, 3, 'this instance\'s three sockets over two pages');
+  t.same(all.map((c) => c['subscriptions']).sort(), [0, 1, 1], 'with their subscription counts');
+  t.match(all.find((c) => c['sub'] === ALICE), { role: 'authenticated', instance: self, connectedAt: String, lastFrameAt: String, bufferedBytes: 0 });
+  t.equal((rest.body['instances'] as Json[]).length, 2, 'and every instance in the database');
 });

@@ -87,12 +87,26 @@ export class Subscription implements Subscriber, PresenceWatcher {
   private replayed: { ids: Set<string>; until: number } | null = null;
   private watching = false;
   private closed = false;
+  /** When it was asked for; its last event written, and how many (GET /api/subscriptions). */
+  readonly since: number;
+  lastEventAt: number | null = null;
+  delivered = 0;
 
   constructor(
     readonly owner: SubscriptionOwner,
     readonly channel: string,
     private readonly deps: SubscriptionDeps,
-  ) {}
+  ) {
+    this.since = deps.now();
+  }
+
+  /** Writes one event frame to the socket, counting it. */
+  private deliver(frame: Buffer): boolean {
+    if (!this.owner.write(frame)) return false;
+    this.delivered++;
+    this.lastEventAt = this.deps.now();
+    return true;
+  }
 
   get identity(): Identity | null {
     return this.owner.identity;
@@ -114,7 +128,7 @@ export class Subscription implements Subscriber, PresenceWatcher {
       if (this.replayed.until < this.deps.now()) this.replayed = null;
       else if (this.replayed.ids.has(id)) return true;
     }
-    return this.owner.write(frame);
+    return this.deliver(frame);
   }
 
   releaseStart(floor: bigint): void {
@@ -169,12 +183,15 @@ export class Subscription implements Subscriber, PresenceWatcher {
       const replayed =
         since === undefined || unavailable !== null
           ? new Set<string>()
-          : await replay(replayDeps, identity, channel, this.filter, { since, through: auth.stream.maxSeq }, this.owner);
+          : await replay(replayDeps, identity, channel, this.filter, { since, through: auth.stream.maxSeq }, {
+              write: (f) => this.deliver(f),
+              drained: () => this.owner.drained(),
+            });
       const start = this.start;
       for (const event of this.held) {
         if (replayed.has(event.id)) continue;
         if (start && event.xact !== undefined && visibleIn(event.xact, start)) continue; // before the check
-        this.owner.write(event.frame);
+        this.deliver(event.frame);
       }
       // Notifications of replayed messages can arrive after the seam; the relay's
       // recovery pass settles within a few periods, so this window is enough.
