@@ -8,6 +8,7 @@
  */
 import type pg from 'pg';
 
+import { changeQueries } from './changes.js';
 import { channelQueries } from './channels.js';
 import { ephemeralQueries } from './ephemeral.js';
 import { instanceQueries } from './instances.js';
@@ -25,6 +26,7 @@ export function createDb(pool: pg.Pool) {
     ...ephemeralQueries(pool),
     ...webhookQueries(pool),
     ...channelQueries(pool),
+    ...changeQueries(pool),
     ...statsQueries(pool),
     ...instanceQueries(pool),
     async ping(): Promise<void> {

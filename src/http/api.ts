@@ -8,7 +8,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import { wireErrorFromPg } from '../db/errors.js';
+import { pgFields, wireErrorFromPg } from '../db/errors.js';
+import type { ChangeStreamRow, EnableChanges } from '../db/changes.js';
 import { CHANNEL_COLUMNS, WRITABLE_CHANNEL_COLUMNS, type ChannelRow } from '../db/channels.js';
 import type { Identity } from '../db/identity.js';
 import { errorText } from '../daemon/boundary.js';
@@ -130,6 +131,42 @@ function channelJson(row: ChannelRow): Record<string, unknown> {
 
 type Reply = [status: number, body?: unknown];
 
+/** The fields of POST /api/changes: the arguments of realtime.enable_changes. */
+const CHANGES_FIELDS: ReadonlySet<string> = new Set(['table', 'channel', 'columns', 'operations', 'changed_only', 'public', 'row_channels']);
+/** More names than a table can have columns (1600). */
+const MAX_NAMES = 1600;
+
+function names(body: Record<string, unknown>, field: string): string[] | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_NAMES || !v.every((n) => typeof n === 'string' && n.length > 0 && Buffer.byteLength(n) <= 255)) {
+    throw invalid(`"${field}" must be an array of names (strings of 1 to 255 bytes), at most ${MAX_NAMES}`);
+  }
+  return v as string[];
+}
+
+function flag(body: Record<string, unknown>, field: string): boolean | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw invalid(`"${field}" must be true or false`);
+  return v;
+}
+
+/**
+ * An error of realtime.enable_changes or disable_changes as the API answers
+ * it: a table that does not exist is 404, a name that does not parse 400;
+ * the rest as every route maps PostgreSQL's errors (RT400 is 400, 42501 403).
+ */
+function changesError(err: unknown): unknown {
+  const { code, message } = pgFields(err);
+  if (code === '42P01' || code === '3F000') return new HttpError('NOT_FOUND', message);
+  if (code === '42601' || code === '42602') return invalid(`"table" is not a table name: ${message}`);
+  return err;
+}
+
+function streamJson(row: ChangeStreamRow): Record<string, unknown> {
+  return { ...row, created_at: row.created_at.toISOString() };
+}
 /** limit and cursor of a paginated admin route: limit 1 to 1000 (default 100). */
 function page(query: URLSearchParams): { limit: number; cursor: string | null } {
   const text = query.get('limit');
@@ -325,6 +362,39 @@ export function createApi(deps: ApiDeps): Api {
     return [200, { ...instance, ...visible }];
   };
 
+  const enableChanges = async (req: IncomingMessage, identity: Identity): Promise<Reply> => {
+    const body = await readBody(req, MAX_CHANNEL_BODY);
+    const unknown = Object.keys(body).filter((f) => !CHANGES_FIELDS.has(f));
+    if (unknown.length > 0) throw invalid(`unknown fields: ${unknown.join(', ')}`);
+    const channel = body['channel'] === undefined || body['channel'] === null ? undefined : str(body, 'channel');
+    const args: EnableChanges = {
+      table: str(body, 'table'),
+      channel,
+      columns: names(body, 'columns'),
+      operations: names(body, 'operations'),
+      changed_only: flag(body, 'changed_only'),
+      public: flag(body, 'public'),
+      row_channels: flag(body, 'row_channels'),
+    };
+    try {
+      return [200, streamJson(await db.enableChanges(identity, args))];
+    } catch (err) {
+      throw changesError(err);
+    }
+  };
+
+  const disableChanges = async (identity: Identity, table: string): Promise<Reply> => {
+    if (table === '' || Buffer.byteLength(table) > 255) throw invalid('the table name must be 1 to 255 bytes');
+    let disabled: boolean;
+    try {
+      disabled = await db.disableChanges(identity, table);
+    } catch (err) {
+      throw changesError(err);
+    }
+    if (!disabled) throw new HttpError('NOT_FOUND', 'that table has no change stream');
+    return [204];
+  };
+
   /** This instance's sockets by id, after the cursor's. */
   const socketsAfter = (after: string | null): Connection[] =>
     [...deps.connections].filter((c) => !c.closed && (after === null || c.id >= after)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -401,6 +471,15 @@ export function createApi(deps: ApiDeps): Api {
       return resource === 'connections'
         ? ['connections', () => listConnections(identity, query)]
         : ['subscriptions', () => listSubscriptions(identity, query)];
+    }
+    if (resource === 'changes' && sub === undefined) {
+      admin(identity, 'change streams are managed');
+      if (name === undefined || name === '') {
+        if (method !== 'POST') throw notAllowed('POST');
+        return ['changes', () => enableChanges(req, identity)];
+      }
+      if (method !== 'DELETE') throw notAllowed('DELETE');
+      return ['changes', () => disableChanges(identity, name)];
     }
     if (resource === 'stats' && name === undefined) {
       if (method !== 'GET') throw notAllowed('GET');

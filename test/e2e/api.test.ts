@@ -179,7 +179,8 @@ t.test('docs/openapi.yaml describes the routes the server serves, with its error
   for (const [path, item] of Object.entries(spec.paths)) {
     const concrete = path
       .replace('{id}', '00000000-0000-4000-8000-000000000000')
-      .replace('{name}', 'chat:7');
+      .replace('{name}', 'chat:7')
+      .replace('{table}', 'public.nope');
     for (const method of methods.filter((m) => m in item)) {
       const res = await call(httpUrl, method.toUpperCase(), concrete, { token, ...(method === 'get' || method === 'delete' ? {} : { body: {} }) });
       const unrouted = res.status === 404 && String(res.body['message']).startsWith(`no ${method.toUpperCase()} `);
@@ -342,4 +343,76 @@ t.test('GET /api/connections and /api/subscriptions: the admin role; this instan
   t.same(all.map((c) => c['subscriptions']).sort(), [0, 1, 1], 'with their subscription counts');
   t.match(all.find((c) => c['sub'] === ALICE), { role: 'authenticated', instance: self, connectedAt: String, lastFrameAt: String, bufferedBytes: 0 });
   t.equal((rest.body['instances'] as Json[]).length, 2, 'and every instance in the database');
+});
+
+t.test('POST /api/changes and DELETE /api/changes/{table}: realtime.enable_changes and disable_changes as the admin role', async (t) => {
+  const { db, httpUrl } = await setup(t);
+  await db.pool.query(`
+    create table app.things (id int primary key, name text, secret text);
+    alter table app.things owner to service_role;
+    create table app.keyless (n int);
+    alter table app.keyless owner to service_role;
+    create view app.things_view as select id from app.things;
+    alter view app.things_view owner to service_role;
+    grant usage on schema app to service_role;`);
+  const token = await admin();
+
+  for (const [who, auth] of [['anon', undefined], ['authenticated', await userToken(ALICE)]] as const) {
+    const post = await call(httpUrl, 'POST', '/api/changes', { ...(auth === undefined ? {} : { token: auth }), body: { table: 'app.things' } });
+    t.same([post.status, post.body['error']], [403, 'UNAUTHORIZED'], `POST as ${who}: 403`);
+    const del = await call(httpUrl, 'DELETE', '/api/changes/app.things', auth === undefined ? {} : { token: auth });
+    t.same([del.status, del.body['error']], [403, 'UNAUTHORIZED'], `DELETE as ${who}: 403`);
+  }
+  const { rows: none } = await db.pool.query(`select count(*)::int as n from realtime.change_streams`);
+  t.equal(none[0]?.n, 0, 'nothing was enabled by them');
+
+  const enabled = await call(httpUrl, 'POST', '/api/changes', {
+    token, body: { table: 'app.things', columns: ['name'], operations: ['insert', 'update'], changed_only: true },
+  });
+  t.equal(enabled.status, 200);
+  t.match(enabled.body, {
+    table: 'app.things', channel: 'things:changes', row_channels: true, primary_key: ['id'], operations: ['insert', 'update'],
+    changed_only: true, public: false, created_at: String,
+  }, 'the stream as realtime.change_streams holds it');
+  t.same([...(enabled.body['columns'] as string[])].sort(), ['id', 'name'], 'the listed columns and the primary key');
+  const trigger = await db.pool.query(`select 1 from pg_trigger where tgrelid = 'app.things'::regclass and tgname = 'realtime_changes'`);
+  t.equal(trigger.rowCount, 1, 'the trigger is installed');
+
+  const changed = await call(httpUrl, 'POST', '/api/changes', { token, body: { table: 'app.things', channel: 'things:feed', operations: ['delete'], public: true, row_channels: false, columns: null } });
+  t.match([changed.status, changed.body], [200, { channel: 'things:feed', operations: ['delete'], public: true, row_channels: false, columns: null }], 'again: the options change');
+
+  const cases: [string, unknown, number, string][] = [
+    ['no table', {}, 400, 'INVALID_MESSAGE'],
+    ['an unknown field', { table: 'app.things', owner: 'me' }, 400, 'INVALID_MESSAGE'],
+    ['columns not an array', { table: 'app.things', columns: 'name' }, 400, 'INVALID_MESSAGE'],
+    ['a flag not a boolean', { table: 'app.things', public: 'yes' }, 400, 'INVALID_MESSAGE'],
+    ['an unknown table', { table: 'app.nope' }, 404, 'NOT_FOUND'],
+    ['an unknown schema', { table: 'nope.things' }, 404, 'NOT_FOUND'],
+    ['not a name', { table: 'a.b.c.d' }, 400, 'INVALID_MESSAGE'],
+    ['an unknown column', { table: 'app.things', columns: ['nope'] }, 400, 'INVALID_MESSAGE'],
+    ['an unknown operation', { table: 'app.things', operations: ['truncate'] }, 400, 'INVALID_MESSAGE'],
+    ['a bad channel name', { table: 'app.things', channel: 'has space' }, 400, 'INVALID_MESSAGE'],
+    ['a view', { table: 'app.things_view' }, 400, 'INVALID_MESSAGE'],
+    ['no primary key', { table: 'app.keyless' }, 400, 'INVALID_MESSAGE'],
+    ['a table the admin role does not own', { table: 'app.orders' }, 403, 'UNAUTHORIZED'],
+  ];
+  for (const [why, body, status, code] of cases) {
+    const res = await call(httpUrl, 'POST', '/api/changes', { token, body });
+    t.same([res.status, res.body['error']], [status, code], `${why}: ${status} ${code}`);
+    t.type(res.body['message'], 'string');
+  }
+  const notJson = await call(httpUrl, 'POST', '/api/changes', { token, raw: '{nope' });
+  t.same([notJson.status, notJson.body['error']], [400, 'INVALID_MESSAGE'], 'not JSON: 400');
+  t.equal((await call(httpUrl, 'GET', '/api/changes', { token })).status, 405, 'GET: 405');
+  t.equal((await call(httpUrl, 'PATCH', '/api/changes/app.things', { token, body: {} })).status, 405, 'PATCH one: 405');
+  const { rows: still } = await db.pool.query(`select channel from realtime.change_streams`);
+  t.same(still, [{ channel: 'things:feed' }], 'no refused request changed the stream');
+
+  t.same((await call(httpUrl, 'DELETE', '/api/changes/app.orders', { token })).status, 403, 'DELETE a table it does not own: 403');
+  t.same((await call(httpUrl, 'DELETE', '/api/changes/app.nope', { token })).status, 404, 'DELETE an unknown table: 404');
+  t.same((await call(httpUrl, 'DELETE', '/api/changes/a.b.c.d', { token })).status, 400, 'DELETE a bad name: 400');
+  t.equal((await call(httpUrl, 'DELETE', '/api/changes/app.things', { token })).status, 204, 'DELETE: 204');
+  t.equal((await db.pool.query(`select 1 from pg_trigger where tgrelid = 'app.things'::regclass and tgname = 'realtime_changes'`)).rowCount, 0, 'the trigger is gone');
+  const again = await call(httpUrl, 'DELETE', '/api/changes/app.things', { token });
+  t.same([again.status, again.body['error']], [404, 'NOT_FOUND'], 'no stream any more: 404');
 });
