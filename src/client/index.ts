@@ -225,6 +225,7 @@ export class RealtimeClient {
     state.presence = options.presence === true;
     const result = new Promise<SubscribeResult>((resolve) => state.waiters.push(resolve));
     if (this.stateValue === 'open') this.sendSubscribe(channel, state);
+    else if (this.wanted && this.stateValue === 'idle') this.connect().catch(() => undefined);
     return result;
   }
 
@@ -356,6 +357,12 @@ export class RealtimeClient {
     clearTimeout(this.refreshTimer);
     // 4003: this token will not do; without getToken, retrying cannot help.
     const hopeless = code === 4003 && !this.options.getToken;
+    // 4010: the server closes a socket with no subscription (--idle-timeout):
+    // reconnecting now would only be closed again; the next subscribe reconnects.
+    if (code === 4010 && this.channels.size === 0 && this.wanted && this.options.reconnect !== false) {
+      this.setState('idle');
+      return;
+    }
     if (!this.wanted || this.options.reconnect === false || hopeless) {
       this.setState('closed');
       return;

@@ -287,3 +287,29 @@ t.test('filters, ephemeral messages and presence through the client, kept across
   await until('alice is back', () => ALICE in (seen[seen.length - 1] as PresenceMembers), 5000);
   t.pass('after the reconnect, her presence is restored');
 });
+
+t.test('--idle-timeout: after 4010 the client waits in idle, and its next subscribe connects again', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  const { wsUrl, httpUrl } = await startDaemon(t, db, { idleTimeoutMs: 300 });
+  const states: ClientState[] = [];
+  const rt = createClient(wsUrl, { backoff: { initialMs: 50, maxMs: 100 } });
+  t.teardown(() => rt.disconnect());
+  rt.onState((s) => states.push(s));
+  await rt.connect();
+  await until('the idle close', () => rt.state === 'idle');
+  // Something that must not happen: a reconnect (it would be closed again, and again).
+  await settle(500);
+  t.equal(rt.state, 'idle', 'still idle');
+  t.same(states, ['connecting', 'open', 'idle'], 'no reconnect after 4010 without subscriptions');
+  const metrics = async (): Promise<string> => (await fetch(`${httpUrl}/metrics`)).text();
+  t.match(await metrics(), /realtimed_connections 0/, 'no socket on the server');
+
+  t.same(await rt.subscribe('orders'), { ok: true, channel: 'orders' }, 'subscribe connects again');
+  t.equal(rt.state, 'open');
+  await db.pool.query(`select realtime.publish('orders', 'tick', '{}')`);
+  const got = await new Promise<string>((resolve) => rt.on('tick', (_p, meta) => resolve(meta.event)));
+  t.equal(got, 'tick', 'and receives');
+  await settle(500);
+  t.equal(rt.state, 'open', 'a subscribed client is not closed');
+});
