@@ -227,7 +227,7 @@ export const OPTIONS = {
   }),
   adminRole: row({
     flag: '--admin-role <role>', env: 'REALTIMED_ADMIN_ROLE', default: 'service_role', parse: text,
-    help: 'token role the HTTP API treats as admin (/api/channels)',
+    help: 'token role the HTTP API treats as admin (/api/channels, /api/changes, /api/connections, /api/subscriptions)',
   }),
 };
 

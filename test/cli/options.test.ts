@@ -73,3 +73,14 @@ t.test('a bad value is refused by its parser, from a flag or a variable', async 
   t.throws(() => parse([], { REALTIMED_MAX_REPLAY: '-1' }), /expected a whole number/);
   t.throws(() => parse(['--roles', 'anon,"x"']), { code: 'RT_ERR_USAGE' }, 'and the whole config is checked');
 });
+
+t.test('the operator switches: --idle-timeout, --no-presence, --no-ephemeral, --no-client-publish', async (t) => {
+  const defaults = parse([]);
+  t.same([defaults.idleTimeoutMs, defaults.allowPresence, defaults.allowEphemeral, defaults.allowClientPublish], [0, true, true, true], 'off by default');
+  const flags = parse(['--idle-timeout', '60000', '--no-presence', '--no-ephemeral', '--no-client-publish']);
+  t.same([flags.idleTimeoutMs, flags.allowPresence, flags.allowEphemeral, flags.allowClientPublish], [60000, false, false, false]);
+  const env = parse([], { REALTIMED_IDLE_TIMEOUT: '500', REALTIMED_NO_PRESENCE: '1', REALTIMED_NO_CLIENT_PUBLISH: '1' });
+  t.same([env.idleTimeoutMs, env.allowPresence, env.allowEphemeral, env.allowClientPublish], [500, false, true, false], 'or their variables');
+  t.throws(() => parse(['--idle-timeout', '-1']), 'a negative timeout is refused');
+  t.throws(() => parse(['--idle-timeout', '1e3']), 'so is one that is not a whole number');
+});

@@ -18,6 +18,7 @@ t.test('start --help documents every option', async (t) => {
     '--database-url', '--listen-url', '--host', '--port', '--path', '--jwt-secret', '--jwks-url', '--roles',
     '--no-anon', '--allowed-origins', '--log-level', '--max-frame-bytes', '--max-subscriptions', '--publish-rate',
     '--ping-interval', '--max-buffered-bytes', '--auth-timeout', '--pool-size', '--permessage-deflate',
+    '--idle-timeout', '--no-presence', '--no-ephemeral', '--no-client-publish',
   ]) {
     t.match(help.stdout, option, `--help lists ${option}`);
   }
