@@ -66,7 +66,19 @@ function check(state: InstallState, migrations: Migration[]): Installed {
     );
   }
   const chained = (state.chain ?? []).length;
-  const version = Math.max(state.scriptVersion, chained);
+  // Every migration adds its realtime.schema_versions row and its chain row
+  // in one transaction: versions with a gap, or a chain ahead of the schema
+  // (a realtime schema restored from an older dump), are not states migrate
+  // can reason about.
+  if (state.versionRows !== state.scriptVersion || chained > state.scriptVersion) {
+    throw new RealtimedError(
+      'RT_ERR_MIGRATION',
+      `realtime.schema_versions holds ${state.versionRows} rows up to version ${state.scriptVersion}` +
+        (chained > state.scriptVersion ? ` but graphile_migrate.migrations records ${chained} migrations` : ', with gaps') +
+        '; the schema does not match one realtimed version (restored from another dump?). Nothing was changed.',
+    );
+  }
+  const version = state.scriptVersion;
   if (version > migrations.length) {
     throw new RealtimedError(
       'RT_ERR_VERSION',

@@ -27,6 +27,8 @@ export async function beginMigration(client: pg.ClientBase): Promise<void> {
 export interface InstallState {
   chain: { filename: string; hash: string }[] | null;
   scriptVersion: number;
+  /** Rows in realtime.schema_versions: every migration adds one, so this equals scriptVersion. */
+  versionRows: number;
   foreignRealtimeSchema: boolean;
 }
 
@@ -54,10 +56,15 @@ export async function installState(client: pg.ClientBase): Promise<InstallState>
     ).rows;
   }
   let scriptVersion = 0;
+  let versionRows = 0;
   if (row.has_versions) {
-    scriptVersion = (
-      await client.query<{ v: number }>('select coalesce(max(version), 0)::int as v from realtime.schema_versions')
-    ).rows[0]?.v ?? 0;
+    const versions = (
+      await client.query<{ v: number; n: number }>(
+        'select coalesce(max(version), 0)::int as v, count(*)::int as n from realtime.schema_versions',
+      )
+    ).rows[0];
+    scriptVersion = versions?.v ?? 0;
+    versionRows = versions?.n ?? 0;
   }
-  return { chain, scriptVersion, foreignRealtimeSchema: row.realtime_objects && !row.has_versions };
+  return { chain, scriptVersion, versionRows, foreignRealtimeSchema: row.realtime_objects && !row.has_versions };
 }

@@ -198,6 +198,25 @@ t.test('installed by migrate, upgraded with sql --from: migrate records those ve
   t.match(again.stdout, `up to date (version ${latest})`);
 });
 
+t.test('versions with a gap, or a chain ahead of the schema: refused, nothing changed', async (t) => {
+  const migrations = await loadMigrations();
+  const gap = await createDatabase(t, { migrated: false });
+  await gap.pool.query(buildScript(migrations));
+  await gap.pool.query(`delete from realtime.schema_versions where version = 3`);
+  const before = await snapshot(gap.url);
+  const refused = await cli(['migrate', '--database-url', gap.url]);
+  t.equal(refused.code, 2);
+  t.match(refused.stderr, /with gaps.*\[RT_ERR_MIGRATION\]/);
+  t.same(await snapshot(gap.url), before);
+
+  const ahead = await createDatabase(t, { migrated: false });
+  t.equal((await migrate({ databaseUrl: ahead.url })).to, migrations.length);
+  await ahead.pool.query(`delete from realtime.schema_versions where version = $1`, [migrations.length]);
+  const behind = await cli(['migrate', '--database-url', ahead.url]);
+  t.equal(behind.code, 2);
+  t.match(behind.stderr, /graphile_migrate\.migrations records \d+ migrations.*\[RT_ERR_MIGRATION\]/);
+});
+
 t.test('a database newer than this realtimed: refused, nothing changed', async (t) => {
   const db = await createDatabase(t, { migrated: false });
   const migrations = await loadMigrations();
