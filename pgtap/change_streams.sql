@@ -3,7 +3,7 @@
 -- and change_audience: the source table's row-level security per subscriber,
 -- for the version the event carries.
 begin;
-select plan(40);
+select plan(43);
 
 select has_table('realtime', 'change_streams', 'realtime.change_streams exists');
 select table_privs_are('realtime', 'change_streams', 'authenticated', array[]::text[], 'clients cannot read streams');
@@ -158,6 +158,43 @@ select is_empty($$select from realtime.change_streams$$, 'and the stream');
 delete from realtime.messages;
 insert into public.rt_orders values (6, '11111111-1111-4111-8111-111111111111', 'new', null, null);
 select is_empty($$select from realtime.messages$$, 'nothing is published after');
+
+-- 000018: the package's owner is not always a superuser. On a table another
+-- role owns, it needs TRIGGER to create the trigger, and the table's owner to
+-- drop it: each refusal says what to run.
+create function pg_temp.hint_of(sql text) returns text language plpgsql as $f$
+declare h text;
+begin
+  execute sql;
+  return null;
+exception when insufficient_privilege then
+  get stacked diagnostics h = pg_exception_hint;
+  return h;
+end
+$f$;
+create role rt_test_pkg nologin;
+create role rt_test_app nologin;
+create table public.rt_test_items (id integer primary key);
+alter table public.rt_test_items owner to rt_test_app;
+alter function realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean) owner to rt_test_pkg;
+alter function realtime.disable_changes(regclass) owner to rt_test_pkg;
+grant usage on schema realtime to rt_test_app;
+grant execute on function realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean),
+  realtime.disable_changes(regclass) to rt_test_app;
+set local role rt_test_app;
+select throws_ok($$select realtime.enable_changes('public.rt_test_items')$$, '42501',
+  'realtime.enable_changes: the owner of the realtime package (rt_test_pkg) may not create triggers on public.rt_test_items',
+  'without TRIGGER on the table, enable_changes is refused');
+select is(pg_temp.hint_of($$select realtime.enable_changes('public.rt_test_items')$$),
+  'As the owner of public.rt_test_items, run: grant trigger on table public.rt_test_items to rt_test_pkg;',
+  'and the HINT is the GRANT');
+reset role;
+create trigger realtime_changes after insert on public.rt_test_items for each row execute function realtime.changes_trigger();
+set local role rt_test_app;
+select is(pg_temp.hint_of($$select realtime.disable_changes('public.rt_test_items')$$),
+  'As the owner of public.rt_test_items, run: drop trigger realtime_changes on public.rt_test_items; then call realtime.disable_changes(''public.rt_test_items'') again.',
+  'disable_changes on a table the package''s owner does not own names the DROP TRIGGER');
+reset role;
 
 select * from finish();
 rollback;

@@ -31,7 +31,7 @@ select functions_are('realtime', array[
   'may_publish', 'record_drop', 'channel_for_insert', 'system_message_id',
   'maintain_partitions', 'create_message_partition', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience', 'channel_row',
   'insert_context', 'delivery_mode', 'config_notify', 'summarize_messages', 'relay_messages',
-  'send_batch', 'authorize_subscriptions', 'channels_null_means_none']);
+  'send_batch', 'authorize_subscriptions', 'channels_null_means_none', 'rotate_notify_key']);
 
 -- Superseded and dropped (000011): the daemon calls relay_frames, replay_relay_frames
 -- and the four-argument authorize_subscription.
@@ -81,7 +81,7 @@ select is_empty($$
                           'changes_trigger', 'enable_changes', 'disable_changes',
                           'record_drop', 'channel_for_insert', 'system_message_id', 'messages_enqueue_webhooks',
                           'maintain_partitions', 'claim_dedupe_key', 'dedupe_first', 'record_ws_audience',
-                          'insert_context', 'delivery_mode', 'summarize_messages')
+                          'insert_context', 'delivery_mode', 'summarize_messages', 'rotate_notify_key')
 $$, 'only the documented functions are SECURITY DEFINER');
 select isnt_definer('realtime', 'publish', array['text', 'text', 'jsonb', 'text'], 'publish runs as its caller: the role it sees decides');
 select is_definer('realtime', 'match_channel', array['text']);
@@ -144,9 +144,10 @@ select results_eq('select version, name from realtime.schema_versions order by v
                     (14, 'delivery that never holds the business commit'),
                     (15, 'client publishes committed together, subscribe checks asked together'),
                     (16, 'policy helpers and stream reads without planning per call'),
-                    (17, 'null means none in channel settings')$$,
+                    (17, 'null means none in channel settings'),
+                    (18, 'rotatable notify key and privilege hints')$$,
                   'schema_versions records each migration');
-select is(realtime.version(), 17, 'realtime.version() is the highest migration');
+select is(realtime.version(), 18, 'realtime.version() is the highest migration');
 select function_privs_are('realtime', 'version', array[]::text[], 'service_role', array['EXECUTE']);
 select function_privs_are('realtime', 'version', array[]::text[], 'anon', array[]::text[]);
 

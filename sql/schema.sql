@@ -351,14 +351,20 @@ create table realtime.notify_key (
   id boolean default true not null,
   key text default ((gen_random_uuid())::text || (gen_random_uuid())::text) not null,
   created_at timestamp with time zone default now() not null,
+  previous_key text,
+  previous_valid_until timestamp with time zone,
+  rotated_at timestamp with time zone,
   constraint notify_key_pkey PRIMARY KEY (id),
   constraint notify_key_id_check CHECK (id)
 );
 alter table realtime.notify_key enable row level security;
-comment on table realtime.notify_key is 'The key instances sign ephemeral notifications with (HMAC-SHA256). Readable by service_role only: whoever can read it can forge ephemeral messages. Rotate with update realtime.notify_key set key = default (instances re-read it on restart).';
+comment on table realtime.notify_key is 'The key instances seal ephemeral notifications and sign replay cursors with. Readable by service_role only, but every pg_dump of the database carries it: a dump holder can forge ephemeral messages and replay cursors until it is rotated with realtime.rotate_notify_key() (docs/sql.md).';
 comment on column realtime.notify_key.id is 'Always true: one row.';
-comment on column realtime.notify_key.key is '244 random bits, as text.';
+comment on column realtime.notify_key.key is '244 random bits, as text. Daemons seal and sign with it.';
 comment on column realtime.notify_key.created_at is 'When the row was created.';
+comment on column realtime.notify_key.previous_key is 'The key before the last rotation; daemons still accept what it sealed or signed until previous_valid_until.';
+comment on column realtime.notify_key.previous_valid_until is 'Until when daemons accept previous_key (the grace period of realtime.rotate_notify_key).';
+comment on column realtime.notify_key.rotated_at is 'When realtime.rotate_notify_key() last ran (NULL: never).';
 create policy notify_key_service_role_select on realtime.notify_key for select to service_role using (true);
 comment on policy notify_key_service_role_select on realtime.notify_key is 'Only the daemon reads the key.';
 grant select on table realtime.notify_key to service_role;
@@ -1274,21 +1280,30 @@ CREATE OR REPLACE FUNCTION realtime.disable_changes(source regclass)
 AS $function$
 declare
   v_invoker text := pg_catalog.current_setting('role');
+  v_owner oid := (select c.relowner from pg_catalog.pg_class c where c.oid = source);
 begin
   if v_invoker = 'none' then
     v_invoker := session_user;
   end if;
-  if not pg_catalog.pg_has_role(v_invoker, (select c.relowner from pg_catalog.pg_class c where c.oid = source), 'USAGE') then
+  if not pg_catalog.pg_has_role(v_invoker, v_owner, 'USAGE') then
     raise exception 'realtime.disable_changes: only the owner of % may stop its stream', source using errcode = '42501';
   end if;
   if exists (select from pg_catalog.pg_trigger t where t.tgrelid = source and t.tgname = 'realtime_changes') then
+    -- DROP TRIGGER needs the table's owner, which the package's owner may not be.
+    if not pg_catalog.pg_has_role(current_user, v_owner, 'USAGE') then
+      raise exception 'realtime.disable_changes: the owner of the realtime package (%) may not drop triggers on %',
+        pg_catalog.quote_ident(current_user), source
+        using errcode = '42501',
+              hint = pg_catalog.format('As the owner of %s, run: drop trigger realtime_changes on %s; then call realtime.disable_changes(%L) again.',
+                       source, source, source::text);
+    end if;
     execute pg_catalog.format('drop trigger realtime_changes on %s', source);
   end if;
   delete from realtime.change_streams cs where cs.table_id = source;
   return found;
 end
 $function$;
-comment on function realtime.disable_changes(regclass) is 'Stops publishing the row changes of a table (its owner only): drops the trigger and the stream. The channel rows and their policies stay. Returns whether a stream was enabled.';
+comment on function realtime.disable_changes(regclass) is 'Stops publishing the row changes of a table (its owner only): drops the trigger and the stream. The channel rows and their policies stay. Returns whether a stream was enabled. When the package''s owner does not own the table, 42501 with the DROP TRIGGER to run first in its HINT.';
 grant execute on function realtime.disable_changes(regclass) to service_role;
 
 -- realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean)
@@ -1317,6 +1332,14 @@ begin
   if not pg_catalog.pg_has_role(v_invoker, v_rel.relowner, 'USAGE') then
     raise exception 'realtime.enable_changes: only the owner of % may stream its changes', source
       using errcode = '42501';
+  end if;
+  -- The trigger is created as the package's owner (this function's): on a
+  -- table another role owns, that needs TRIGGER on it.
+  if not pg_catalog.has_table_privilege(current_user, source, 'TRIGGER') then
+    raise exception 'realtime.enable_changes: the owner of the realtime package (%) may not create triggers on %',
+      pg_catalog.quote_ident(current_user), source
+      using errcode = '42501',
+            hint = pg_catalog.format('As the owner of %s, run: grant trigger on table %s to %I;', source, source, current_user);
   end if;
   select pg_catalog.array_agg(a.attname::text order by k.n) into v_pk
   from pg_catalog.pg_index i
@@ -1363,17 +1386,19 @@ begin
     on conflict (pattern) do nothing;
   end if;
 
-  if exists (select from pg_catalog.pg_trigger t where t.tgrelid = source and t.tgname = 'realtime_changes') then
-    execute pg_catalog.format('drop trigger realtime_changes on %s', source);
-  end if;
+  -- CREATE OR REPLACE needs TRIGGER only; DROP TRIGGER and COMMENT ON TRIGGER
+  -- need the table's owner, so a table the package's owner does not own gets
+  -- its trigger without a comment.
   execute pg_catalog.format(
-    'create trigger realtime_changes after %s on %s for each row execute function realtime.changes_trigger()',
+    'create or replace trigger realtime_changes after %s on %s for each row execute function realtime.changes_trigger()',
     pg_catalog.array_to_string(v_ops, ' or '), source);
-  execute pg_catalog.format('comment on trigger realtime_changes on %s is %L', source,
-    'Publishes row changes to realtime (realtime.enable_changes; remove with realtime.disable_changes).');
+  if pg_catalog.pg_has_role(current_user, v_rel.relowner, 'USAGE') then
+    execute pg_catalog.format('comment on trigger realtime_changes on %s is %L', source,
+      'Publishes row changes to realtime (realtime.enable_changes; remove with realtime.disable_changes).');
+  end if;
 end
 $function$;
-comment on function realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean) is 'Publishes the row changes of a table (its owner only): {op, schema, table, new, old} to channel (default <table>:changes) and, with row_channels, to <table>:<primary key>; only the listed columns (plus the primary key); operations among insert/update/delete; changed_only sends only changed columns of an UPDATE; public skips the per-subscriber row check. Creates the channel rows if missing. Run again to change the options.';
+comment on function realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean) is 'Publishes the row changes of a table (its owner only): {op, schema, table, new, old} to channel (default <table>:changes) and, with row_channels, to <table>:<primary key>; only the listed columns (plus the primary key); operations among insert/update/delete; changed_only sends only changed columns of an UPDATE; public skips the per-subscriber row check. Creates the channel rows if missing. Run again to change the options. On a table the package''s owner does not own, that owner needs TRIGGER on it (42501 with the GRANT in its HINT).';
 grant execute on function realtime.enable_changes(regclass, text, text[], text[], boolean, boolean, boolean) to service_role;
 
 -- realtime.event_frame(realtime.messages)
@@ -1407,6 +1432,7 @@ CREATE OR REPLACE FUNCTION realtime.impersonate(role text, claims jsonb DEFAULT 
 AS $function$
 declare
   v_role pg_catalog.pg_roles%rowtype;
+  v_pg16 boolean;
 begin
   select * into v_role from pg_catalog.pg_roles r where r.rolname = impersonate.role;
   if not found then
@@ -1416,13 +1442,22 @@ begin
     raise exception 'realtime.impersonate: role "%" bypasses row-level security', role
       using errcode = '42501', hint = 'Impersonate a role that policies apply to.';
   end if;
+  -- SET ROLE checks the session user. PostgreSQL 16+ gives a CREATEROLE user
+  -- only ADMIN on the roles it creates, not SET: say which grant fixes it.
+  v_pg16 := pg_catalog.current_setting('server_version_num')::int >= 160000;
+  if not pg_catalog.pg_has_role(session_user, v_role.oid, case when v_pg16 then 'SET' else 'MEMBER' end) then
+    raise exception 'realtime.impersonate: % may not act as role "%"', pg_catalog.quote_ident(session_user), role
+      using errcode = '42501',
+            hint = pg_catalog.format('As a role with ADMIN OPTION on %I (a superuser, or the role that created it), run: grant %I to %I%s;',
+                     role, role, session_user, case when v_pg16 then ' with inherit false, set true' else '' end);
+  end if;
   perform pg_catalog.set_config('role', role, true);
   perform pg_catalog.set_config('request.jwt.claims', coalesce(claims, '{}'::jsonb)::text, true);
   perform pg_catalog.set_config('request.jwt.claim.sub', coalesce(claims ->> 'sub', ''), true);
   perform pg_catalog.set_config('request.jwt.claim.role', role, true);
 end
 $function$;
-comment on function realtime.impersonate(text, jsonb) is 'For tests and server code: until the transaction ends (or RESET ROLE), act as role with these JWT claims, as the daemon does per request. Refuses superuser and BYPASSRLS roles.';
+comment on function realtime.impersonate(text, jsonb) is 'For tests and server code: until the transaction ends (or RESET ROLE), act as role with these JWT claims, as the daemon does per request. Refuses superuser and BYPASSRLS roles; 42501 with the GRANT to run in its HINT when the session user may not SET ROLE to it (PostgreSQL 16+: a CREATEROLE owner holds only ADMIN on the roles it created).';
 grant execute on function realtime.impersonate(text, jsonb) to service_role;
 
 -- realtime.insert_context(text)
@@ -2277,6 +2312,39 @@ CREATE OR REPLACE FUNCTION realtime.role()
 RETURN COALESCE(NULLIF(current_setting('request.jwt.claim.role'::text, true), ''::text), (realtime.claims() ->> 'role'::text));
 comment on function realtime.role() is 'The role claim of the client (setting request.jwt.claim.role, else claims()->>''role'').';
 grant execute on function realtime.role() to anon, authenticated, service_role;
+
+-- realtime.rotate_notify_key(interval)
+
+CREATE OR REPLACE FUNCTION realtime.rotate_notify_key(grace interval DEFAULT '00:01:00'::interval)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $function$
+declare
+  v_until timestamptz;
+begin
+  if grace is null or grace < interval '0' or grace > interval '1 day' then
+    raise exception 'realtime.rotate_notify_key: grace must be between 0 and 1 day (% given)', grace
+      using errcode = '22023';
+  end if;
+  update realtime.notify_key k
+     set previous_key = k.key,
+         key = pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text,
+         previous_valid_until = pg_catalog.now() + grace,
+         rotated_at = pg_catalog.now()
+   where k.id
+  returning k.previous_valid_until into v_until;
+  if not found then
+    raise exception 'realtime.rotate_notify_key: realtime.notify_key has no row' using errcode = 'P0002';
+  end if;
+  -- A hint, delivered at commit: every daemon re-reads the key.
+  perform pg_catalog.pg_notify('realtime_keys', '');
+  return v_until;
+end
+$function$;
+comment on function realtime.rotate_notify_key(interval) is 'Replaces realtime.notify_key with a fresh random key (after a pg_dump left the building, or on a schedule). Running daemons re-read it at commit (NOTIFY realtime_keys) without a restart and accept the previous key for grace (0 to 1 day, default 1 minute), so nothing in flight is dropped; after that, anything sealed or signed with the old key is refused (replay cursors issued before: the client resyncs). Returns when the grace ends. service_role and the owner only.';
+grant execute on function realtime.rotate_notify_key(interval) to service_role;
 
 -- realtime.send(text, jsonb, text, text, jsonb, text)
 

@@ -1,0 +1,32 @@
+-- realtime.rotate_notify_key(grace) (000018): a fresh key, the old one kept
+-- for the grace period, service_role and the owner only.
+begin;
+select plan(14);
+
+select has_function('realtime', 'rotate_notify_key', array['interval']);
+select is_definer('realtime', 'rotate_notify_key', array['interval']);
+select function_privs_are('realtime', 'rotate_notify_key', array['interval'], 'service_role', array['EXECUTE'],
+  'service_role (the daemon, an operator) may rotate');
+select function_privs_are('realtime', 'rotate_notify_key', array['interval'], 'authenticated', array[]::text[],
+  'clients may not');
+select function_privs_are('realtime', 'rotate_notify_key', array['interval'], 'anon', array[]::text[],
+  'nor anonymous clients');
+select table_privs_are('realtime', 'notify_key', 'authenticated', array[]::text[], 'clients cannot read the key');
+
+create temp table rt_before on commit drop as select key from realtime.notify_key;
+select is(realtime.rotate_notify_key('90 seconds'), now() + interval '90 seconds', 'returns when the grace ends');
+select isnt((select key from realtime.notify_key), (select key from rt_before), 'the key changed');
+select is((select previous_key from realtime.notify_key), (select key from rt_before), 'the old key is kept as previous_key');
+select ok((select length(key) = 72 and rotated_at = now() from realtime.notify_key), 'a fresh 72-character key, rotated now');
+select throws_ok($$select realtime.rotate_notify_key('-1 second')$$, '22023', null, 'a negative grace is refused');
+select throws_ok($$select realtime.rotate_notify_key('2 days')$$, '22023', null, 'a grace over a day is refused');
+
+select realtime.impersonate('service_role');
+select lives_ok($$select realtime.rotate_notify_key('0')$$, 'service_role rotates');
+reset role;
+select realtime.impersonate('authenticated', '{"sub": "cccccccc-cccc-4ccc-8ccc-cccccccccccc"}');
+select throws_ok($$select realtime.rotate_notify_key()$$, '42501', null, 'a client cannot');
+reset role;
+
+select * from finish();
+rollback;
