@@ -11,7 +11,9 @@ export const CHANNELS_CHANNEL = 'realtime_channels';
 export const WEBHOOKS_CHANNEL = 'realtime_webhooks';
 export const PRESENCE_CHANNEL = 'realtime_presence';
 export const EPHEMERAL_CHANNEL = 'realtime_ephemeral';
-export const ALL_CHANNELS = [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL, PRESENCE_CHANNEL, EPHEMERAL_CHANNEL];
+/** realtime.rotate_notify_key() committed: re-read the key (a hint). */
+export const KEYS_CHANNEL = 'realtime_keys';
+export const ALL_CHANNELS = [MESSAGES_CHANNEL, CHANNELS_CHANNEL, WEBHOOKS_CHANNEL, PRESENCE_CHANNEL, EPHEMERAL_CHANNEL, KEYS_CHANNEL];
 
 /** The notification envelope the insert trigger of realtime.messages sends (docs/sql.md). */
 export interface Envelope {

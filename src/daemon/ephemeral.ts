@@ -184,23 +184,39 @@ export function createEphemeral(deps: {
       await db.sendEphemeral(identity, m.channel, m.event, notification);
     },
     onNotification(payload) {
-      const key = deps.keys.current?.sealing ?? null;
-      const opened = key !== null && payload !== undefined ? unseal(key, payload) : null;
-      if (!opened) {
-        metrics.notificationsDropped.inc({ reason: 'forged' });
-        return;
-      }
-      if (Math.abs(deps.now() - opened.at) > WINDOW_MS || !window.take(opened.instance, opened.seq)) {
-        metrics.notificationsDropped.inc({ reason: 'replayed' });
-        return;
-      }
-      const subscribers = hub.subscribers(opened.channel);
-      if (!subscribers) return;
-      const written = deliver(subscribers, { frame: Buffer.from(opened.frame), id: `e${++delivered}` });
-      if (written > 0) {
-        metrics.ephemeralRelayed.inc();
-        metrics.framesSent.inc(written);
-      }
+      const open = (text: string): Sealed | null => {
+        for (const k of deps.keys.accepted()) {
+          const opened = unseal(k.sealing, text);
+          if (opened) return opened;
+        }
+        return null;
+      };
+      const relay = (opened: Sealed | null): void => {
+        if (!opened) {
+          metrics.notificationsDropped.inc({ reason: 'forged' });
+          return;
+        }
+        if (Math.abs(deps.now() - opened.at) > WINDOW_MS || !window.take(opened.instance, opened.seq)) {
+          metrics.notificationsDropped.inc({ reason: 'replayed' });
+          return;
+        }
+        const subscribers = hub.subscribers(opened.channel);
+        if (!subscribers) return;
+        const written = deliver(subscribers, { frame: Buffer.from(opened.frame), id: `e${++delivered}` });
+        if (written > 0) {
+          metrics.ephemeralRelayed.inc();
+          metrics.framesSent.inc(written);
+        }
+      };
+      if (payload === undefined) return relay(null);
+      const opened = open(payload);
+      const loading = deps.keys.loading;
+      if (opened || !loading) return relay(opened);
+      // Sealed under a key this instance is still reading: one LISTEN
+      // connection delivers in commit order, so a rotation's NOTIFY
+      // realtime_keys (which started the read) came before anything another
+      // instance sealed with the new key. Open it once the read is done.
+      void loading.then(() => relay(open(payload)));
     },
     stop() {
       clearInterval(sweeper);

@@ -82,7 +82,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       timeoutMs: config.presenceTimeoutMs,
     },
   );
-  const keys = createKeys({ db, logger });
+  const keys = createKeys({ db, logger, now });
   const ephemeral = createEphemeral({ db, hub, metrics, now, keys, instance: presence.instance });
   const relay = createRelay(
     { db, hub, metrics, logger, stats, onCommitted: () => webhooks?.wake() },
@@ -120,6 +120,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       onWebhooksDue: () => webhooks?.wake(),
       onPresence: (payload) => presence.hint(payload),
       onEphemeral: (payload) => ephemeral.onNotification(payload),
+      onKeysChanged: () => void keys.load(),
       // Only notifications come through LISTEN in notify; in wal and poll the
       // relay goes on (recovery passes cover any hint missed meanwhile).
       onDisconnected: () => {
@@ -131,7 +132,8 @@ export function createDaemon(deps: DaemonDeps): Daemon {
         webhooks?.wake();
         presence.resync();
         delivery.changed();
-        if (keys.current === null) void keys.load();
+        // A rotation may have been missed while LISTEN was down.
+        void keys.load();
       },
     },
   );

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 
 import { guard } from './boundary.js';
 import {
-  ALL_CHANNELS, CHANNELS_CHANNEL, EPHEMERAL_CHANNEL, MESSAGES_CHANNEL, parseEnvelope, PRESENCE_CHANNEL, WEBHOOKS_CHANNEL,
+  ALL_CHANNELS, CHANNELS_CHANNEL, EPHEMERAL_CHANNEL, KEYS_CHANNEL, MESSAGES_CHANNEL, parseEnvelope, PRESENCE_CHANNEL, WEBHOOKS_CHANNEL,
   type Envelope,
 } from './envelope.js';
 import type { Metrics } from './metrics.js';
@@ -23,6 +23,8 @@ export interface ListenerHandlers {
   onPresence?(payload: string | undefined): void;
   /** An ephemeral message (signed; verified by the handler). */
   onEphemeral?(payload: string | undefined): void;
+  /** realtime.notify_key was rotated (a hint: re-read it). */
+  onKeysChanged?(): void;
   /** Called after every (re)connection, once LISTEN is in place. */
   onConnected?(): void;
   /** The LISTEN connection was lost (reconnecting now). */
@@ -72,6 +74,8 @@ export function createListener(
         handlers.onPresence?.(typeof n.payload === 'string' ? n.payload : undefined);
       } else if (n.channel === EPHEMERAL_CHANNEL) {
         handlers.onEphemeral?.(typeof n.payload === 'string' ? n.payload : undefined);
+      } else if (n.channel === KEYS_CHANNEL) {
+        handlers.onKeysChanged?.();
       }
     }));
     s.events.on('reconnect', (attempt) => {

@@ -14,12 +14,19 @@ export function ephemeralQueries(pool: pg.Pool) {
       });
     },
 
-    /** realtime.notify_key: what ephemeral notifications are signed with. */
-    async notifyKey(): Promise<string> {
-      const { rows } = await pool.query<{ key: string }>('select key from realtime.notify_key');
-      const key = rows[0]?.key;
+    /**
+     * realtime.notify_key: what ephemeral notifications are sealed with, and
+     * (schema 18+) the key before the last rotation with how many more
+     * milliseconds it is accepted. to_jsonb reads a schema 17 row too.
+     */
+    async notifyKey(): Promise<{ key: string; previous: string | null; previousMs: number }> {
+      const { rows } = await pool.query<{ k: { key?: string; previous_key?: string | null }; ms: number | null }>(
+        `select to_jsonb(k) as k,
+                (extract(epoch from (to_jsonb(k) ->> 'previous_valid_until')::timestamptz - now()) * 1000)::float8 as ms
+         from realtime.notify_key k`);
+      const key = rows[0]?.k.key;
       if (!key) throw new Error('realtime.notify_key is empty');
-      return key;
+      return { key, previous: rows[0]?.k.previous_key ?? null, previousMs: Math.max(0, rows[0]?.ms ?? 0) };
     },
   };
 }

@@ -241,8 +241,14 @@ export class Subscription implements Subscriber, PresenceWatcher {
    */
   private cursorRefusal(scope: CursorScope, since: number, cursor: string | undefined, maxSeq: number): string | null {
     if (since >= maxSeq) return null; // nothing to replay
-    const key = this.deps.keys.current?.cursor;
-    const from = key && cursor !== undefined ? readCursor(key, scope, cursor) : null;
+    // Signed with the current key, or (for the grace period after a rotation) the previous one.
+    let from: number | null = null;
+    if (cursor !== undefined) {
+      for (const k of this.deps.keys.accepted()) {
+        from = readCursor(k.cursor, scope, cursor);
+        if (from !== null) break;
+      }
+    }
     if (from === null) return 'a replay needs the cursor of a "subscribed" frame this token was given for this channel: resync';
     if (since < from) return 'that seq is before this token was allowed in: resync';
     return null;
