@@ -1,7 +1,7 @@
 -- realtime.rotate_notify_key(grace) (000018): a fresh key, the old one kept
 -- for the grace period, service_role and the owner only.
 begin;
-select plan(14);
+select plan(15);
 
 select has_function('realtime', 'rotate_notify_key', array['interval']);
 select is_definer('realtime', 'rotate_notify_key', array['interval']);
@@ -13,11 +13,13 @@ select function_privs_are('realtime', 'rotate_notify_key', array['interval'], 'a
   'nor anonymous clients');
 select table_privs_are('realtime', 'notify_key', 'authenticated', array[]::text[], 'clients cannot read the key');
 
-create temp table rt_before on commit drop as select key from realtime.notify_key;
+create temp table rt_before on commit drop as select key, lock_seed from realtime.notify_key;
 select is(realtime.rotate_notify_key('90 seconds'), now() + interval '90 seconds', 'returns when the grace ends');
 select isnt((select key from realtime.notify_key), (select key from rt_before), 'the key changed');
 select is((select previous_key from realtime.notify_key), (select key from rt_before), 'the old key is kept as previous_key');
 select ok((select length(key) = 72 and rotated_at = now() from realtime.notify_key), 'a fresh 72-character key, rotated now');
+select is((select lock_seed from realtime.notify_key), (select lock_seed from rt_before),
+  'the advisory-lock seed stays: a lock taken before a rotation is the one taken after');
 select throws_ok($$select realtime.rotate_notify_key('-1 second')$$, '22023', null, 'a negative grace is refused');
 select throws_ok($$select realtime.rotate_notify_key('2 days')$$, '22023', null, 'a grace over a day is refused');
 

@@ -354,6 +354,7 @@ create table realtime.notify_key (
   previous_key text,
   previous_valid_until timestamp with time zone,
   rotated_at timestamp with time zone,
+  lock_seed bigint default ((('x'::text || "left"(md5((gen_random_uuid())::text), 16)))::bit(64))::bigint not null,
   constraint notify_key_pkey PRIMARY KEY (id),
   constraint notify_key_id_check CHECK (id)
 );
@@ -365,6 +366,7 @@ comment on column realtime.notify_key.created_at is 'When the row was created.';
 comment on column realtime.notify_key.previous_key is 'The key before the last rotation; daemons still accept what it sealed or signed until previous_valid_until.';
 comment on column realtime.notify_key.previous_valid_until is 'Until when daemons accept previous_key (the grace period of realtime.rotate_notify_key).';
 comment on column realtime.notify_key.rotated_at is 'When realtime.rotate_notify_key() last ran (NULL: never).';
+comment on column realtime.notify_key.lock_seed is 'Seed of the advisory-lock keys of dedupe claims and presence writes (no other role can compute them). Not rotated: a lock taken before a rotation must still be the one taken after it.';
 create policy notify_key_service_role_select on realtime.notify_key for select to service_role using (true);
 comment on policy notify_key_service_role_select on realtime.notify_key is 'Only the daemon reads the key.';
 grant select on table realtime.notify_key to service_role;
@@ -1070,8 +1072,8 @@ declare
 begin
   -- The key's lock, never waited for: a transaction in progress with the same
   -- key holds it, and this message counts as its repeat. The lock key comes
-  -- from realtime.notify_key, so no other role can compute and hold it.
-  select ('x' || pg_catalog.left(pg_catalog.md5(k.key), 16))::bit(64)::bigint into v_seed from realtime.notify_key k;
+  -- from realtime.notify_key.lock_seed, so no other role can compute and hold it.
+  select k.lock_seed into v_seed from realtime.notify_key k;
   if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(
            'realtime.dedupe:' || claim_dedupe_key.channel_name || E'\x1f' || claim_dedupe_key.sender_key
            || E'\x1f' || claim_dedupe_key.dedupe_key, coalesce(v_seed, 0))) then
@@ -1955,7 +1957,7 @@ begin
   -- One writer per channel at a time, so the member count holds. The lock's
   -- key comes from realtime.notify_key (service_role only): another role
   -- cannot compute it to hold it. Bounded wait all the same.
-  select ('x' || pg_catalog.left(pg_catalog.md5(k.key), 16))::bit(64)::bigint into v_seed from realtime.notify_key k;
+  select k.lock_seed into v_seed from realtime.notify_key k;
   perform pg_catalog.set_config('lock_timeout', '2s', true);
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('realtime.presence:' || channel, coalesce(v_seed, 0)));
   if not exists (select from realtime.presence p where p.channel_name = channel and p.member_key = v_key)

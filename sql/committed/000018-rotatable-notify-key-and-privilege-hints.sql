@@ -1,5 +1,5 @@
 --! Previous: sha1:bb0576b4e15887ed5f0d9691ed81552da0a3f454
---! Hash: sha1:fd8c0b133c9c32ad316168411edf953e63abe5b1
+--! Hash: sha1:b53d0125bd3108d4740e5ae6dbf3a4eb8be636b1
 --! Message: rotatable notify key and privilege hints
 
 -- 000018: a notify key that can be rotated, and privilege errors that name the fix.
@@ -16,10 +16,11 @@
 -- another role owns needs TRIGGER for realtime.enable_changes. These failed
 -- with PostgreSQL's own message; now they say which GRANT fixes them.
 --
--- Locks: ALTER TABLE ADD COLUMN (nullable, no default) takes ACCESS EXCLUSIVE
--- on realtime.notify_key for a catalog change only; the daemon reads that
--- one-row table at start. lock_timeout keeps a stuck reader from queueing
--- everything behind the migration.
+-- Locks: ALTER TABLE takes ACCESS EXCLUSIVE on the one-row realtime.notify_key
+-- (catalog changes and one row's update), which publishes with a dedupe key and
+-- presence writes read: they wait for this transaction, which holds nothing
+-- else they need. lock_timeout fails the migration instead of queueing them
+-- behind a long reader.
 set local lock_timeout = '5s';
 
 alter table realtime.notify_key add column if not exists previous_key text;
@@ -31,6 +32,120 @@ comment on column realtime.notify_key.key is '244 random bits, as text. Daemons 
 comment on column realtime.notify_key.previous_key is 'The key before the last rotation; daemons still accept what it sealed or signed until previous_valid_until.';
 comment on column realtime.notify_key.previous_valid_until is 'Until when daemons accept previous_key (the grace period of realtime.rotate_notify_key).';
 comment on column realtime.notify_key.rotated_at is 'When realtime.rotate_notify_key() last ran (NULL: never).';
+
+-- The advisory-lock seed of dedupe claims and presence writes came from
+-- md5(key): rotating the key mid-transaction would let two writers of one
+-- dedupe key take different locks, and the second fail on the primary key
+-- of realtime.message_dedupe (aborting a business write). It gets a column
+-- of its own, set to the value it had, which rotation leaves alone.
+alter table realtime.notify_key add column if not exists lock_seed bigint;
+update realtime.notify_key k set lock_seed = ('x' || pg_catalog.left(pg_catalog.md5(k.key), 16))::bit(64)::bigint
+where k.lock_seed is null;
+alter table realtime.notify_key alter column lock_seed
+  set default ('x' || pg_catalog.left(pg_catalog.md5(pg_catalog.gen_random_uuid()::text), 16))::bit(64)::bigint;
+alter table realtime.notify_key alter column lock_seed set not null;
+comment on column realtime.notify_key.lock_seed is
+  'Seed of the advisory-lock keys of dedupe claims and presence writes (no other role can compute them). Not rotated: a lock taken before a rotation must still be the one taken after it.';
+
+create or replace function realtime.claim_dedupe_key(channel_name text, sender_key text, dedupe_key text, message_id uuid, message_seq bigint, OUT outcome text, OUT first_id uuid, OUT first_seq bigint)
+ RETURNS record
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO ''
+AS $$
+declare
+  v_seed bigint;
+begin
+  -- The key's lock, never waited for: a transaction in progress with the same
+  -- key holds it, and this message counts as its repeat. The lock key comes
+  -- from realtime.notify_key.lock_seed, so no other role can compute and hold it.
+  select k.lock_seed into v_seed from realtime.notify_key k;
+  if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(
+           'realtime.dedupe:' || claim_dedupe_key.channel_name || E'\x1f' || claim_dedupe_key.sender_key
+           || E'\x1f' || claim_dedupe_key.dedupe_key, coalesce(v_seed, 0))) then
+    outcome := 'in_flight';
+    return;
+  end if;
+  select d.message_id, d.message_seq into first_id, first_seq
+  from realtime.message_dedupe d
+  where d.channel_name = claim_dedupe_key.channel_name and d.sender_key = claim_dedupe_key.sender_key
+    and d.dedupe_key = claim_dedupe_key.dedupe_key;
+  if found then
+    outcome := 'repeat';
+    return;
+  end if;
+  if pg_catalog.current_setting('transaction_isolation') = 'read committed' then
+    -- Cannot conflict: whoever wrote this key held its lock, and committed
+    -- before this statement's snapshot.
+    insert into realtime.message_dedupe (channel_name, sender_key, dedupe_key, message_id, message_seq)
+    values (claim_dedupe_key.channel_name, claim_dedupe_key.sender_key, claim_dedupe_key.dedupe_key,
+            claim_dedupe_key.message_id, claim_dedupe_key.message_seq);
+  else
+    -- REPEATABLE READ or SERIALIZABLE: a key committed after the snapshot is
+    -- not visible, and writing it again would fail the caller: a repeat.
+    begin
+      insert into realtime.message_dedupe (channel_name, sender_key, dedupe_key, message_id, message_seq)
+      values (claim_dedupe_key.channel_name, claim_dedupe_key.sender_key, claim_dedupe_key.dedupe_key,
+              claim_dedupe_key.message_id, claim_dedupe_key.message_seq)
+      on conflict do nothing;
+    exception when serialization_failure then
+      outcome := 'repeat';
+      return;
+    end;
+  end if;
+  outcome := 'new';
+  first_id := claim_dedupe_key.message_id;
+  first_seq := claim_dedupe_key.message_seq;
+end
+$$;
+comment on function realtime.claim_dedupe_key(text, text, text, uuid, bigint) is 'For the insert trigger: claims a dedupe key for a new message without ever waiting. outcome new (the message is written), repeat (the key wrote first_id already, or was committed after a REPEATABLE READ snapshot: first_id NULL) or in_flight (a transaction in progress holds the key: this message is not written).';
+revoke all on function realtime.claim_dedupe_key(text, text, text, uuid, bigint) from public;
+grant execute on function realtime.claim_dedupe_key(text, text, text, uuid, bigint) to public;
+
+create or replace function realtime.presence_track(instance uuid, connection uuid, role text, claims jsonb, channel text, state jsonb, max_members integer, max_state_bytes integer)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO ''
+AS $$
+declare
+  v_key text := coalesce(nullif(claims ->> 'sub', ''), 'conn:' || connection::text);
+  v_bytes integer := pg_catalog.octet_length(state::text);
+  v_seed bigint;
+begin
+  if pg_catalog.jsonb_typeof(state) is distinct from 'object' then
+    raise exception 'realtime: presence state must be a JSON object' using errcode = 'RT400';
+  end if;
+  if v_bytes > max_state_bytes then
+    raise exception 'realtime: presence state is % bytes, over the limit of % bytes', v_bytes, max_state_bytes
+      using errcode = 'RT413';
+  end if;
+  -- Authorized like a publish of event "presence": the client's INSERT policies decide.
+  perform realtime.impersonate(presence_track.role, presence_track.claims);
+  if not realtime.can_publish(presence_track.channel, 'presence') then
+    raise exception 'realtime: not allowed to set presence on this channel' using errcode = '42501';
+  end if;
+  perform pg_catalog.set_config('role', 'none', true);
+  -- One writer per channel at a time, so the member count holds. The lock's
+  -- key comes from realtime.notify_key (service_role only): another role
+  -- cannot compute it to hold it. Bounded wait all the same.
+  select k.lock_seed into v_seed from realtime.notify_key k;
+  perform pg_catalog.set_config('lock_timeout', '2s', true);
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('realtime.presence:' || channel, coalesce(v_seed, 0)));
+  if not exists (select from realtime.presence p where p.channel_name = channel and p.member_key = v_key)
+     and (select pg_catalog.count(distinct p.member_key) from realtime.presence p where p.channel_name = channel) >= max_members then
+    raise exception 'realtime: channel has % presence members, the limit', max_members using errcode = 'RT429';
+  end if;
+  insert into realtime.presence as p (channel_name, connection_id, instance_id, member_key, state)
+  values (channel, connection, instance, v_key, state)
+  on conflict (channel_name, connection_id)
+  do update set state = excluded.state, updated_at = pg_catalog.now(), instance_id = excluded.instance_id;
+  perform pg_catalog.pg_notify('realtime_presence', pg_catalog.json_build_object('v', 1, 'channel', channel)::text);
+  return v_key;
+end
+$$;
+comment on function realtime.presence_track(uuid, uuid, text, jsonb, text, jsonb, integer, integer) is 'For the daemon: sets a socket''s presence state on a channel, authorized like a publish of event "presence" (can_publish as role/claims; 42501). RT400 state not an object, RT413 over max_state_bytes, RT429 a new member over max_members. Returns the member key. Call it as a single statement.';
+revoke all on function realtime.presence_track(uuid, uuid, text, jsonb, text, jsonb, integer, integer) from public;
+grant execute on function realtime.presence_track(uuid, uuid, text, jsonb, text, jsonb, integer, integer) to service_role;
 
 create or replace function realtime.rotate_notify_key(grace interval default '1 minute')
 returns timestamptz
