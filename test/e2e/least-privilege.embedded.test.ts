@@ -45,7 +45,8 @@ function statementOf(hint: string | undefined): string {
   return m[1];
 }
 
-t.test('a CREATEROLE admin installs, grants the daemon, and follows each HINT', async (t) => {
+/** A throwaway cluster of the newest major; its port. */
+async function cluster(t: Teardown): Promise<number> {
   const dir = join(tmpdir(), `realtimed-leastpriv-${randomBytes(4).toString('hex')}`);
   const port = await freePort();
   const server = new EmbeddedPostgres({
@@ -58,6 +59,11 @@ t.test('a CREATEROLE admin installs, grants the daemon, and follows each HINT', 
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   });
+  return port;
+}
+
+t.test('a CREATEROLE admin installs, grants the daemon, and follows each HINT', async (t) => {
+  const port = await cluster(t);
   const url = (user: string, db: string): string => `postgres://${user}:pw@127.0.0.1:${port}/${db}`;
 
   // What the provider gives you: a master user that is not a superuser.
@@ -122,4 +128,28 @@ t.test('a CREATEROLE admin installs, grants the daemon, and follows each HINT', 
   await owner.query(statementOf(noDrop.hint));
   t.equal((await owner.query<{ off: boolean }>(`select realtime.disable_changes('public.items') as off`)).rows[0]?.off, true,
     'then disable_changes removes the stream');
+});
+
+t.test('roles another role created: the grant needs ADMIN, passed on as docs/install.md says', async (t) => {
+  const port = await cluster(t);
+  const url = (user: string, db: string): string => `postgres://${user}:pw@127.0.0.1:${port}/${db}`;
+  const root = await connect(t, `postgres://postgres:postgres@127.0.0.1:${port}/postgres`);
+  // A platform made the roles before you arrived.
+  await root.query('create role anon nologin; create role authenticated nologin; create role service_role nologin');
+  await root.query(`create role app_admin login password 'pw' createrole createdb`);
+  const admin0 = await connect(t, url('app_admin', 'postgres'));
+  await admin0.query('create database app');
+  await migrate({ databaseUrl: url('app_admin', 'app') });
+  const admin = await connect(t, url('app_admin', 'app'));
+  await admin.query(`create role realtimed login password 'pw'`);
+  const refused = await failure(admin, 'grant anon, authenticated, service_role to realtimed');
+  t.equal(refused.code, '42501', 'CREATEROLE alone may not grant roles it did not create');
+
+  await root.query('grant anon, authenticated, service_role to app_admin with admin true, inherit false, set false');
+  await admin.query('grant anon, authenticated, service_role to realtimed');
+  const daemon = await connect(t, url('realtimed', 'app'));
+  await daemon.query('begin');
+  await daemon.query(`select realtime.impersonate('anon')`);
+  t.equal((await daemon.query<{ u: string }>('select current_user as u')).rows[0]?.u, 'anon', 'then it may, and the daemon impersonates');
+  await daemon.query('rollback');
 });
