@@ -38,22 +38,44 @@ const LOCKING = /(?:alter\s+table|create\s+(?:unique\s+)?index[^;]*?\son|(?:crea
 
 /** The hot tables a migration locks, in the order publishers take them. */
 export function hotTablesOf(body: string, installedVersion: number): string[] {
-  const named = new Set([...body.matchAll(LOCKING)].map((m) => (m[1] ?? '').toLowerCase()));
-  for (const m of body.matchAll(/lock\s+table\s+([^;]+?)\s+in\s+/gi)) {
-    for (const name of (m[1] ?? '').split(',')) named.add(name.trim().toLowerCase());
-  }
-  return hotTablesInOrder(installedVersion).filter((t) => named.has(t));
+  return lockPlanOf(body, installedVersion).map((l) => l.table);
 }
 
-function lockStatement(tables: string[]): string {
+export type LockMode = 'access exclusive' | 'share row exclusive';
+
+/**
+ * Each hot table a migration locks, in the order publishers take them, with
+ * the mode taken first: SHARE ROW EXCLUSIVE when all the migration does to
+ * the table is create or drop triggers (what CREATE TRIGGER itself takes: it
+ * waits for no publisher, which only reads these tables or inserts into
+ * messages... and no trigger is made on messages this way), ACCESS
+ * EXCLUSIVE for anything else.
+ */
+export function lockPlanOf(body: string, installedVersion: number): { table: string; mode: LockMode }[] {
+  const modes = new Map<string, LockMode>();
+  for (const m of body.matchAll(LOCKING)) {
+    const table = (m[1] ?? '').toLowerCase();
+    const triggerOnly = /^(?:create|drop)\s+trigger\b/i.test(m[0]) && table !== 'realtime.messages';
+    if (!triggerOnly || !modes.has(table)) modes.set(table, triggerOnly && modes.get(table) !== 'access exclusive' ? 'share row exclusive' : 'access exclusive');
+  }
+  for (const m of body.matchAll(/lock\s+table\s+([^;]+?)\s+in\s+/gi)) {
+    for (const name of (m[1] ?? '').split(',')) modes.set(name.trim().toLowerCase(), 'access exclusive');
+  }
+  return hotTablesInOrder(installedVersion)
+    .filter((t) => modes.has(t))
+    .map((table) => ({ table, mode: modes.get(table) ?? 'access exclusive' }));
+}
+
+function lockStatement(locks: { table: string; mode: LockMode }[]): string {
   return `
 do $realtimed_locks$
 declare
   v_tables text;
   v_attempt integer := 0;
+  v_lock record;
 begin
   select pg_catalog.string_agg(t.name, ', ' order by t.n) into v_tables
-  from pg_catalog.unnest('{${tables.join(',')}}'::text[]) with ordinality t(name, n)
+  from pg_catalog.unnest('{${locks.map((l) => l.table).join(',')}}'::text[]) with ordinality t(name, n)
   where pg_catalog.to_regclass(t.name) is not null;
   if v_tables is null then
     return;
@@ -61,7 +83,15 @@ begin
   loop
     begin
       perform pg_catalog.set_config('lock_timeout', '100ms', true);
-      execute 'lock table ' || v_tables || ' in access exclusive mode';
+      for v_lock in
+        select t.name, m.mode
+        from pg_catalog.unnest('{${locks.map((l) => l.table).join(',')}}'::text[]) with ordinality t(name, n)
+        join pg_catalog.unnest('{${locks.map((l) => `"${l.mode}"`).join(',')}}'::text[]) with ordinality m(mode, n) using (n)
+        where pg_catalog.to_regclass(t.name) is not null
+        order by n
+      loop
+        execute 'lock table ' || v_lock.name || ' in ' || v_lock.mode || ' mode';
+      end loop;
       perform pg_catalog.set_config('lock_timeout', '0', true);
       return;
     exception when lock_not_available then
@@ -126,8 +156,8 @@ export async function applyMigration(
   try {
     await client.query('begin');
     try {
-      const tables = hotTablesOf(migration.body, installedVersion);
-      if (tables.length > 0) await client.query(lockStatement(tables));
+      const locks = lockPlanOf(migration.body, installedVersion);
+      if (locks.length > 0) await client.query(lockStatement(locks));
       await client.query(migration.body);
       if (options.record !== false) {
         await client.query('insert into graphile_migrate.migrations (hash, previous_hash, filename) values ($1, $2, $3)', [

@@ -217,6 +217,33 @@ t.test('versions with a gap, or a chain ahead of the schema: refused, nothing ch
   t.match(behind.stderr, /graphile_migrate\.migrations records \d+ migrations.*\[RT_ERR_MIGRATION\]/);
 });
 
+t.test('a migration that only makes a trigger on channels waits for no transaction reading channels', async (t) => {
+  const migrations = await loadMigrations();
+  const v17 = migrations.findIndex((m) => m.filename.startsWith('000017-'));
+  const db = await createDatabase(t, { migrated: false });
+  const folder = await mkdtemp(join(tmpdir(), 'realtimed-migrate-'));
+  t.teardown(() => rm(folder, { recursive: true, force: true }));
+  await mkdir(join(folder, 'committed'));
+  for (const m of migrations.slice(0, v17)) {
+    await copyFile(join(MIGRATIONS_FOLDER, 'committed', m.filename), join(folder, 'committed', m.filename));
+  }
+  await migrate({ databaseUrl: db.url, migrationsFolder: folder });
+  // An application transaction that published (it read channels) and is still open.
+  const open = new pg.Client({ connectionString: db.url });
+  await open.connect();
+  t.teardown(() => open.end());
+  await open.query(`begin; select realtime.publish('x:1', 'e', '{}')`).catch(() => undefined);
+  await open.query('select 1 from realtime.channels limit 1');
+  const started = Date.now();
+  const result = await migrate({ databaseUrl: db.url });
+  t.equal(result.to, migrations.length, `upgraded past 000017 in ${Date.now() - started} ms with the transaction open`);
+  const held = await query<{ mode: string }>(db.url, `select mode from pg_locks where pid = $1 and relation = 'realtime.channels'::regclass`, [
+    (await open.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]?.pid,
+  ]);
+  t.same(held, [{ mode: 'AccessShareLock' }], 'the open transaction still holds its lock: nothing waited for it to end');
+  await open.query('rollback');
+});
+
 t.test('a database newer than this realtimed: refused, nothing changed', async (t) => {
   const db = await createDatabase(t, { migrated: false });
   const migrations = await loadMigrations();
