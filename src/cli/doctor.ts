@@ -95,8 +95,10 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
     const wanted = [...new Set([...options.roles, 'service_role'])];
     const roles = await q.roleMemberships(client, wanted);
     const missing = roles.filter((r) => !r.exists).map((r) => r.role);
-    if (missing.length > 0) add('fail', 'roles', `missing roles: ${missing.join(', ')} (realtimed migrate creates anon, authenticated and service_role)`);
-    else add('ok', 'roles', `roles ${wanted.join(', ')} exist`);
+    if (missing.length > 0) {
+      const which = missing.map((r) => `role ${r} does not exist`).join(', ');
+      add('fail', 'roles', `${which}: the daemon cannot act as it for a client; create it (and grant it to the login) or drop it from --roles (realtimed migrate creates anon, authenticated and service_role)`);
+    } else add('ok', 'roles', `roles ${wanted.join(', ')} exist`);
     const login = await q.login(client);
     const notMember = roles.filter((r) => r.exists && !r.member).map((r) => r.role);
     if (login.super || login.bypass) {

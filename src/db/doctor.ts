@@ -80,10 +80,12 @@ export async function rowCheckedStreams(client: pg.ClientBase, roles: string[]):
   if (!readable.ok) return [];
   return (
     await client.query<{ source: string; rls: boolean; readers: string[] }>(
+      // By oid, from pg_roles: has_table_privilege(name, ...) raises for a role
+      // that does not exist, and SQL does not promise to test exists() first.
       `select cs.table_id::text as source, c.relrowsecurity as rls,
-              array(select r from unnest($1::text[]) r
-                    where exists (select from pg_roles where rolname = r)
-                      and has_table_privilege(r, cs.table_id, 'SELECT'))::text[] as readers
+              array(select r.rolname::text from unnest($1::text[]) with ordinality as w(name, n)
+                    join pg_roles r on r.rolname = w.name
+                    where has_table_privilege(r.oid, cs.table_id, 'SELECT') order by w.n)::text[] as readers
        from realtime.change_streams cs join pg_class c on c.oid = cs.table_id
        where not cs.public order by 1`,
       [roles],

@@ -156,3 +156,19 @@ t.test('through a transaction-mode PgBouncer: LISTEN fails, --listen-url fixes i
   t.same(listens.map((f) => f.level), ['ok', 'ok'], fixed.stdout);
   t.match(listens[1]?.message, /works on --listen-url/);
 });
+
+t.test('an unknown role in --roles is named and the other checks go on', async (t) => {
+  const db = await createDatabase(t);
+  await loadExamples(db);
+  // A change stream with a row check: its readers are looked up per role.
+  await db.pool.query(`create table app.invoices (id int primary key);
+    alter table app.invoices enable row level security;
+    grant select on app.invoices to authenticated;
+    select realtime.enable_changes('app.invoices');`);
+  const r = await doctor(db.url, ['--roles', 'anon,authenticated,customer']);
+  t.equal(r.code, 1, r.stderr);
+  t.notMatch(r.stderr, /RT_ERR_DB\b/);
+  t.match(r.find('roles'), { level: 'FAIL', message: /role customer does not exist/ });
+  t.match(r.find('changes'), { level: 'ok', message: /app\.invoices: .* for authenticated$/ });
+  t.ok(r.find('retention'), 'the last check ran');
+});
