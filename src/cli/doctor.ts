@@ -23,6 +23,8 @@ export interface Finding {
   message: string;
 }
 
+type Add = (level: Level, check: string, message: string) => void;
+
 export interface DoctorOptions {
   databaseUrl: string | undefined;
   databaseUrlSource?: string;
@@ -99,35 +101,23 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
       const which = missing.map((r) => `role ${r} does not exist`).join(', ');
       add('fail', 'roles', `${which}: the daemon cannot act as it for a client; create it (and grant it to the login) or drop it from --roles (realtimed migrate creates anon, authenticated and service_role)`);
     } else add('ok', 'roles', `roles ${wanted.join(', ')} exist`);
+    const grants = roles.filter((r) => r.exists).map((r) => r.role);
     const login = await q.login(client);
     const notMember = roles.filter((r) => r.exists && !r.member).map((r) => r.role);
     if (login.super || login.bypass) {
-      add('warn', 'login', `${login.name} is a ${login.super ? 'superuser' : 'BYPASSRLS role'}: run realtimed start as a plain login role granted ${wanted.join(', ')} (docs/sql.md)`);
+      add('warn', 'login', `${login.name} is a ${login.super ? 'superuser' : 'BYPASSRLS role'}: run realtimed start as a plain login role granted ${grants.join(', ')} (docs/sql.md)`);
     } else if (notMember.length > 0) {
-      add('fail', 'login', `${login.name} is not a member of ${notMember.join(', ')}: realtimed start needs "grant ${wanted.join(', ')} to ${login.name}"`);
+      add('fail', 'login', `${login.name} is not a member of ${notMember.join(', ')}: realtimed start needs "grant ${grants.join(', ')} to ${login.name}"`);
     } else {
-      add('ok', 'login', `${login.name} has the minimal grants (member of ${wanted.join(', ')}, no superuser)`);
+      add('ok', 'login', `${login.name} has the minimal grants (member of ${grants.join(', ')}, no superuser)`);
     }
 
     const off = (await q.rowSecurity(client)).filter((r) => !r.on).map((r) => `realtime.${r.name}`);
     if (off.length > 0) add('fail', 'rls', `row-level security is OFF on ${off.join(', ')}: every client could subscribe or publish everywhere; alter table ... enable row level security`);
     else add('ok', 'rls', 'row-level security is on for realtime.channels and realtime.messages');
 
-    // Subscribe policies per channel pattern: a policy for a client role that names the pattern or does not look at it.
-    const policies = (await q.subscribePolicies(client)).filter((p) => p.roles.some((r) => r === 'public' || options.roles.includes(r)));
-    const channels = await q.enabledPatterns(client);
-    if (channels.length === 0) {
-      add('warn', 'channels', 'no enabled channel: insert into realtime.channels (pattern) values (...)');
-    } else if (policies.length === 0) {
-      add('warn', 'policies', `no SELECT policy on realtime.channels for ${options.roles.join(', ')}: clients can subscribe to none of the ${channels.length} channels`);
-    } else {
-      const orphans = channels.filter((pattern) => !policies.some((p) => namesPattern(p.qual, pattern)));
-      if (orphans.length > 0) {
-        add('warn', 'policies', `nobody but service_role can subscribe to ${orphans.map((p) => `'${p}'`).join(', ')}: no SELECT policy for ${options.roles.join(', ')} names the pattern`);
-      } else {
-        add('ok', 'policies', `every enabled channel (${channels.length}) has a SELECT policy that can let clients subscribe`);
-      }
-    }
+    const known = roles.filter((r) => r.exists && r.role !== 'service_role' && options.roles.includes(r.role)).map((r) => r.role);
+    await checkSubscribe(client, options.roles, known, add);
     // Change streams: the row check means something only under the source table's RLS.
     for (const stream of await q.rowCheckedStreams(client, options.roles)) {
       if (!stream.rls) {
@@ -155,10 +145,106 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
   }
 }
 
+/** A user id no real user has: the sub of the sample identities (anon has none, as the daemon gives it). */
+const SAMPLE_SUB = '00000000-0000-4000-8000-000000000000';
+/** What stands for % in a sample channel name, tried in order. */
+const SAMPLE_PARTS = ['1', 'doctor'];
+
+/** Quoted list, the first few then how many more. */
+function quoted(names: string[], max = 6): string {
+  const shown = names.slice(0, max).map((n) => `'${n}'`).join(', ');
+  return names.length > max ? `${shown} and ${names.length - max} more` : shown;
+}
+
+/**
+ * Who may subscribe to each enabled channel, asked of the daemon's own check
+ * (realtime.authorize_subscriptions) as each client role on a sample name
+ * derived from the pattern: whatever the policy text looks like, the
+ * database's answer decides. Policies that admit only some users (owners,
+ * members) refuse the sample identities; those are told apart by the policy
+ * text only when no sample may subscribe.
+ */
+async function checkSubscribe(client: pg.Client, roles: string[], known: string[], add: Add): Promise<void> {
+  const policies = (await q.subscribePolicies(client)).filter((p) => p.roles.some((r) => r === 'public' || roles.includes(r)));
+  const channels = await q.enabledChannels(client);
+  if (channels.length === 0) {
+    add('warn', 'channels', 'no enabled channel: insert into realtime.channels (pattern) values (...)');
+    return;
+  }
+  if (policies.length === 0) {
+    add('warn', 'policies', `no SELECT policy on realtime.channels for ${roles.join(', ')}: clients can subscribe to none of the ${channels.length} channels`);
+    return;
+  }
+  if (known.length === 0) return; // the roles line says why
+
+  // A sample name per pattern: % replaced, and the name must match that very channel.
+  const candidates = channels.map((c) => (c.pattern.includes('%') ? SAMPLE_PARTS.map((v) => c.pattern.replaceAll('%', v)) : [c.pattern]));
+  const matched = await q.matchChannels(client, candidates.flat());
+  let at = 0;
+  const samples = candidates.map((names, i) => {
+    const hit = names.find((_, j) => matched[at + j] === channels[i]?.id);
+    at += names.length;
+    return hit;
+  });
+  const identity = (role: string): Record<string, unknown> => (role === 'anon' ? { role } : { role, sub: SAMPLE_SUB });
+  const items = channels.flatMap((_, i) => {
+    const channel = samples[i];
+    return channel === undefined ? [] : known.map((role) => ({ role, claims: identity(role), channel }));
+  });
+  let answers: Awaited<ReturnType<typeof q.subscribeChecks>>;
+  try {
+    answers = await q.subscribeChecks(client, items);
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    add('warn', 'policies', `could not ask realtime.authorize_subscriptions who may subscribe (${e.code ?? ''} ${e.message ?? String(err)}): the login needs service_role (see login)`);
+    return;
+  }
+
+  const open: string[] = []; // sample name (roles that may)
+  const byWho: string[] = []; // refused to every sample, a policy names it: decided per user
+  const nobody: { pattern: string; sample: string }[] = [];
+  const unmatched: string[] = [];
+  const failures: string[] = [];
+  let k = 0;
+  channels.forEach((c, i) => {
+    const sample = samples[i];
+    if (sample === undefined) {
+      unmatched.push(c.pattern);
+      return;
+    }
+    const allowed: string[] = [];
+    for (const role of known) {
+      const a = answers[k++];
+      if (a?.allowed) allowed.push(role);
+      else if (a?.error) failures.push(`'${sample}' as ${role}: [${a.error.code}] ${a.error.message}`);
+    }
+    if (allowed.length > 0) open.push(`'${sample}' (${allowed.join(', ')})`);
+    else if (policies.some((p) => namesPattern(p.qual, c.pattern))) byWho.push(sample);
+    else nobody.push({ pattern: c.pattern, sample });
+  });
+
+  const tried = `as ${known.map((r) => (r === 'anon' ? r : `${r} (sub ${SAMPLE_SUB})`)).join(', ')}`;
+  if (nobody.length > 0) {
+    add('warn', 'policies', `nobody but service_role can subscribe to ${quoted(nobody.map((n) => n.pattern))}: realtime.authorize_subscriptions refused ${quoted(nobody.map((n) => n.sample))} ${tried}, and no SELECT policy for ${roles.join(', ')} names the pattern`);
+  }
+  if (failures.length > 0) {
+    add('warn', 'policies', `the subscribe check failed (clients get an error, not a refusal): ${failures.slice(0, 3).join('; ')}${failures.length > 3 ? ` and ${failures.length - 3} more` : ''}`);
+  }
+  if (unmatched.length > 0) {
+    add('warn', 'policies', `no sample name (% as ${SAMPLE_PARTS.join(' or ')}) belongs to ${quoted(unmatched)}: a longer pattern takes them; not checked`);
+  }
+  if (open.length > 0 || byWho.length > 0) {
+    const parts = [];
+    if (open.length > 0) parts.push(`may subscribe: ${open.join(', ')}`);
+    if (byWho.length > 0) parts.push(`refused to these samples, left to policies that name the pattern and decide per user: ${quoted(byWho)}`);
+    add('ok', 'policies', `subscribe checked with realtime.authorize_subscriptions on a sample name per enabled channel (${open.length + byWho.length} of ${channels.length}) ${tried}; ${parts.join('; ')}`);
+  }
+}
+
 const MB = 1024 * 1024;
 
 /** realtime.config.delivery and what it needs; the NOTIFY queue; realtimed's replication slots. */
-async function checkDelivery(client: pg.Client, listenUrl: string, add: (level: Level, check: string, message: string) => void): Promise<void> {
+async function checkDelivery(client: pg.Client, listenUrl: string, add: Add): Promise<void> {
   const mode = await deliveryMode(client);
   if (mode === null) {
     add('warn', 'delivery', 'could not read realtime.config.delivery (this login is not a member of service_role)');

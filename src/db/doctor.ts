@@ -1,5 +1,5 @@
 /** What `realtimed doctor` reads: catalogs and the package's tables, as the login it checks. Read-only. */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 
 import pg from 'pg';
 
@@ -64,10 +64,51 @@ export async function subscribePolicies(client: pg.ClientBase): Promise<{ name: 
   ).rows;
 }
 
-export async function enabledPatterns(client: pg.ClientBase): Promise<string[]> {
-  return (await client.query<{ pattern: string }>(`select pattern from realtime.channels where enabled order by pattern`)).rows.map(
-    (r) => r.pattern,
+export async function enabledChannels(client: pg.ClientBase): Promise<{ id: string; pattern: string }[]> {
+  return (await client.query<{ id: string; pattern: string }>(`select id, pattern from realtime.channels where enabled order by pattern`)).rows;
+}
+
+/** realtime.match_channel for each name: the enabled channel it belongs to now, or null. */
+export async function matchChannels(client: pg.ClientBase, names: string[]): Promise<(string | null)[]> {
+  const { rows } = await client.query<{ id: string | null }>(
+    `select realtime.match_channel(n) as id from unnest($1::text[]) with ordinality as u(n, i) order by i`,
+    [names],
   );
+  return rows.map((r) => r.id);
+}
+
+export interface SubscribeCheck {
+  role: string;
+  claims: Record<string, unknown>;
+  channel: string;
+}
+
+/**
+ * The daemon's own subscribe check, realtime.authorize_subscriptions: each
+ * item acts as its role and claims in a subtransaction that is rolled back.
+ * allowed, or the SQLSTATE and message the check failed with.
+ */
+export async function subscribeChecks(
+  client: pg.ClientBase,
+  items: SubscribeCheck[],
+): Promise<{ allowed: boolean; error: { code: string; message: string } | null }[]> {
+  const out: { allowed: boolean; error: { code: string; message: string } | null }[] = [];
+  const instance = randomUUID(); // counts no subscriber of any real instance
+  for (let i = 0; i < items.length; i += 1000) {
+    const batch = items.slice(i, i + 1000);
+    const { rows } = await client.query<{ channel_id: string | null; error_code: string | null; error_message: string | null }>(
+      `select channel_id, error_code, error_message
+       from realtime.authorize_subscriptions($1::text[], $2::jsonb[], $3::text[], $4) order by ord`,
+      [batch.map((c) => c.role), batch.map((c) => JSON.stringify(c.claims)), batch.map((c) => c.channel), instance],
+    );
+    for (const r of rows) {
+      out.push({
+        allowed: r.channel_id !== null,
+        error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+      });
+    }
+  }
+  return out;
 }
 
 /** Non-public change streams: the source's RLS and which of the roles may SELECT it ([] when the login cannot read streams). */

@@ -108,6 +108,23 @@ t.test('what goes wrong in production is named', async (t) => {
   t.match((await doctor(db.url)).find('schema'), { level: 'FAIL', message: /newer than this realtimed knows/ });
 });
 
+t.test('policies: the daemon\'s subscribe check decides, whatever the policy text looks like', async (t) => {
+  const db = await createDatabase(t);
+  await db.pool.query(`insert into realtime.channels (pattern) values ('room:%');
+    create policy "rooms: signed-in users subscribe" on realtime.channels for select to authenticated
+      using (split_part(pattern, ':', 1) = 'room')`);
+  const r = await doctor(db.url);
+  t.match(r.find('policies'), { level: 'ok', message: /sample name .* as anon, authenticated \(sub [0-9a-f-]+\); may subscribe: 'room:1' \(authenticated\)$/ }, r.stdout);
+  t.notMatch(r.stdout, /nobody but service_role/);
+
+  await db.pool.query(`alter policy "rooms: signed-in users subscribe" on realtime.channels using (split_part(pattern, ':', 1) = 'lobby')`);
+  const refused = await doctor(db.url);
+  t.match(refused.find('policies'), {
+    level: 'WARN',
+    message: /^nobody but service_role can subscribe to 'room:%': realtime\.authorize_subscriptions refused 'room:1' as anon, authenticated/,
+  }, refused.stdout);
+});
+
 /** PgBouncer in transaction mode in front of the test server; its port. */
 async function pgbouncer(t: Teardown): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'realtimed-pgbouncer-'));
