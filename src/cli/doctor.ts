@@ -129,8 +129,17 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
       }
     }
 
+    // Open to every client on every channel: on purpose only for the demo's demo:% (whose policies name it).
+    for (const p of await q.wideOpenPolicies(client)) {
+      const who = p.roles.filter((r) => r === 'public' || options.roles.includes(r));
+      if (who.length === 0) continue; // server-side roles only (service_role's own policies)
+      const table = `realtime.${p.table}`;
+      const what = p.table === 'channels' ? 'subscribe to' : 'publish on';
+      const fix = p.table === 'channels' ? `using (pattern = 'news')` : `with check (starts_with(channel_name, 'news:'))`;
+      add('warn', 'open', `policy "${p.name}" on ${table} (${p.clause}) lets ${who.join(', ')} ${what} every channel: narrow it to the channels meant to be open, e.g. alter policy "${p.name}" on ${table} ${fix}`);
+    }
     const demo = await q.demoPolicies(client);
-    if (demo > 0) add('warn', 'demo', `the DEMO policies of realtimed dev are installed (${demo}): drop them before real users connect (sql/demo.sql says how)`);
+    if (demo > 0) add('ok', 'demo', `the DEMO policies of realtimed dev are installed (${demo}): they open demo:% to every client on purpose; drop them before real users connect (sql/demo.sql says how)`);
 
     const prune = await q.pruneJob(client);
     if (prune.job) add('ok', 'retention', 'a pg_cron job runs realtime.prune()');

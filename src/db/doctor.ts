@@ -134,6 +134,35 @@ export async function rowCheckedStreams(client: pg.ClientBase, roles: string[]):
   ).rows;
 }
 
+/**
+ * Permissive policies that admit every row: SELECT (or ALL) on
+ * realtime.channels using (true), INSERT (or ALL) on realtime.messages with
+ * check (true) (an ALL policy without WITH CHECK checks its USING). Left out
+ * when a restrictive policy on the same table and command applies to one of
+ * its roles: that one narrows it.
+ */
+export async function wideOpenPolicies(client: pg.ClientBase): Promise<{ table: string; name: string; clause: string; roles: string[] }[]> {
+  return (
+    await client.query<{ table: string; name: string; clause: string; roles: string[] }>(
+      `select c.relname::text as table, p.polname::text as name,
+              case when p.polrelid = 'realtime.channels'::regclass then 'using (true)' else 'with check (true)' end as clause,
+              array(select case when r = 0 then 'public' else (select rolname::text from pg_roles where oid = r) end
+                    from unnest(p.polroles) r)::text[] as roles
+       from pg_policy p join pg_class c on c.oid = p.polrelid
+       where p.polpermissive
+         and ((p.polrelid = 'realtime.channels'::regclass and p.polcmd in ('r', '*')
+               and pg_get_expr(p.polqual, p.polrelid) = 'true')
+           or (p.polrelid = 'realtime.messages'::regclass and p.polcmd in ('a', '*')
+               and coalesce(pg_get_expr(p.polwithcheck, p.polrelid), pg_get_expr(p.polqual, p.polrelid)) = 'true'))
+         and not exists (select from pg_policy n
+                         where n.polrelid = p.polrelid and not n.polpermissive
+                           and (n.polcmd = '*' or n.polcmd = case when p.polrelid = 'realtime.channels'::regclass then 'r' else 'a' end)
+                           and (0 = any(n.polroles) or 0 = any(p.polroles) or n.polroles && p.polroles))
+       order by 1, 2`,
+    )
+  ).rows;
+}
+
 /** The DEMO policies `realtimed dev` installs, if present. */
 export async function demoPolicies(client: pg.ClientBase): Promise<number> {
   return (

@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
@@ -123,6 +123,31 @@ t.test('policies: the daemon\'s subscribe check decides, whatever the policy tex
     level: 'WARN',
     message: /^nobody but service_role can subscribe to 'room:%': realtime\.authorize_subscriptions refused 'room:1' as anon, authenticated/,
   }, refused.stdout);
+});
+
+t.test('policies open to every channel are named with a fix; the demo policies are open on purpose', async (t) => {
+  const db = await createDatabase(t);
+  await db.pool.query(await readFile(new URL('../../sql/demo.sql', import.meta.url), 'utf8'));
+  const demo = await doctor(db.url);
+  t.match(demo.find('demo'), { level: 'ok', message: /DEMO policies of realtimed dev are installed \(2\): they open demo:% to every client on purpose/ }, demo.stdout);
+  t.notOk(demo.find('open'), 'the demo policies name demo:%: not wide open');
+  t.match(demo.find('policies'), { level: 'ok', message: /'demo:1' \(anon, authenticated\)/ });
+
+  await db.pool.query(`insert into realtime.channels (pattern) values ('invoice:%');
+    create policy "everyone subscribes" on realtime.channels for select to public using (true);
+    create policy "signed-in users publish" on realtime.messages for insert to authenticated with check (true);`);
+  const open = await doctor(db.url);
+  const lines = open.findings.filter((f) => f.check === 'open');
+  t.same(lines.map((f) => f.level), ['WARN', 'WARN'], open.stdout);
+  t.match(lines[0]?.message, /^policy "everyone subscribes" on realtime\.channels \(using \(true\)\) lets public subscribe to every channel: .* alter policy "everyone subscribes" on realtime\.channels using \(pattern = /);
+  t.match(lines[1]?.message, /^policy "signed-in users publish" on realtime\.messages \(with check \(true\)\) lets authenticated publish on every channel: .* with check \(starts_with\(channel_name, /);
+  t.equal(open.code, 0, 'warnings alone exit 0');
+
+  // A restrictive policy for the same roles narrows the open one.
+  await db.pool.query(`create policy "only demo and invoices" on realtime.channels as restrictive for select to anon, authenticated
+    using (pattern in ('demo:%', 'invoice:%'))`);
+  const narrowed = await doctor(db.url);
+  t.same(narrowed.findings.filter((f) => f.check === 'open').map((f) => f.message?.split(' ')[1]), ['"signed-in'], narrowed.stdout);
 });
 
 /** PgBouncer in transaction mode in front of the test server; its port. */
