@@ -34,6 +34,8 @@ export interface DoctorOptions {
   roles: string[];
   /** How long to wait for our own notification. */
   listenTimeoutMs?: number;
+  /** How long the search for the oldest message may take. */
+  retentionTimeoutMs?: number;
 }
 
 const OLDEST_SERVER = 140000;
@@ -141,11 +143,7 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
     const demo = await q.demoPolicies(client);
     if (demo > 0) add('ok', 'demo', `the DEMO policies of realtimed dev are installed (${demo}): they open demo:% to every client on purpose; drop them before real users connect (sql/demo.sql says how)`);
 
-    const prune = await q.pruneJob(client);
-    if (prune.job) add('ok', 'retention', 'a pg_cron job runs realtime.prune()');
-    else {
-      add('warn', 'retention', `${prune.cron ? 'no pg_cron job runs' : 'pg_cron is not installed, so nothing schedules'} realtime.prune(): messages are kept until pruned; schedule it (README) or run one realtimed start with --prune-interval`);
-    }
+    await checkRetention(client, options.retentionTimeoutMs ?? 5000, add);
     return { where: target.where, findings };
   } catch (err) {
     throw fromPgError(err, target.where);
@@ -248,6 +246,57 @@ async function checkSubscribe(client: pg.Client, roles: string[], known: string[
     if (byWho.length > 0) parts.push(`refused to these samples, left to policies that name the pattern and decide per user: ${quoted(byWho)}`);
     add('ok', 'policies', `subscribe checked with realtime.authorize_subscriptions on a sample name per enabled channel (${open.length + byWho.length} of ${channels.length}) ${tried}; ${parts.join('; ')}`);
   }
+}
+
+/** 90000 -> "25 hours": the largest unit with at least two of it. */
+function duration(seconds: number): string {
+  for (const [unit, size] of [['days', 86_400], ['hours', 3600], ['minutes', 60]] as const) {
+    if (seconds >= 2 * size) return `${Math.floor(seconds / size)} ${unit}`;
+  }
+  const n = Math.round(seconds);
+  return `${n} second${n === 1 ? '' : 's'}`;
+}
+
+/**
+ * Whether old messages go: a pg_cron job running realtime.prune(), or a
+ * running daemon (each runs realtime.maintain_partitions every 10 minutes,
+ * dropping partitions closed more than retention ago), against the age of
+ * the oldest message. Messages are kept between retention and retention +
+ * partition_span by design: that sum is the horizon.
+ */
+async function checkRetention(client: pg.Client, timeoutMs: number, add: Add): Promise<void> {
+  const job = await q.pruneJob(client);
+  const state = await q.retentionState(client, timeoutMs);
+  const pruners: string[] = [];
+  if (job.job) pruners.push('a pg_cron job runs realtime.prune()');
+  if (state.liveInstances) {
+    pruners.push(`${state.liveInstances} running realtimed instance${state.liveInstances === 1 ? '' : 's'} (realtime.instances) drop${state.liveInstances === 1 ? 's' : ''} partitions past retention every 10 minutes`);
+  }
+  const horizonS = state.retentionS !== null && state.spanS !== null ? state.retentionS + state.spanS : null;
+  const horizon = state.retentionS !== null && state.spanS !== null
+    ? `retention ${duration(state.retentionS)} + partition_span ${duration(state.spanS)}`
+    : 'unknown: this login may not read realtime.config';
+  const oldest = state.oldestS === null ? 'no message yet'
+    : state.oldestS === 'unreadable' ? 'oldest message unknown: this login may not read realtime.messages'
+    : state.oldestS === 'timeout' ? `oldest message not found within ${timeoutMs} ms`
+    : `oldest message ${duration(state.oldestS)} old`;
+  const age = typeof state.oldestS === 'number' ? `the oldest message is ${duration(state.oldestS)} old` : '';
+  const past = typeof state.oldestS === 'number' && horizonS !== null && state.oldestS > horizonS;
+
+  if (pruners.length === 0) {
+    const nothing = `${job.cron ? 'no pg_cron job runs' : 'pg_cron is not installed, so nothing schedules'} realtime.prune() and no realtimed instance is running`;
+    const fix = 'schedule realtime.prune() with pg_cron (README) or keep realtimed start running (with --prune-interval to clear dedupe keys and webhook deliveries too)';
+    if (past) add('warn', 'retention', `${age}, past the retention horizon (${horizon}), and nothing prunes: ${nothing}; ${fix}`);
+    else add('warn', 'retention', `${nothing}: messages are kept until something prunes (${oldest}; horizon ${horizon}); ${fix}`);
+    return;
+  }
+  const held = typeof state.oldestS === 'number' && horizonS !== null && state.oldestS > horizonS + 3600;
+  if (held) {
+    add('warn', 'retention', `${age}, past the retention horizon (${horizon}) by more than an hour, although ${pruners.join(' and ')}: a webhook still due or a view of yours on a partition keeps it (realtime.message_partitions, the daemon's log)`);
+    return;
+  }
+  const unknown = job.job ? '' : '; whether an instance also runs realtime.prune() (--prune-interval, which clears dedupe keys, webhook deliveries and audience rows) is not recorded in realtime.instances: schedule it with pg_cron to be sure';
+  add('ok', 'retention', `${pruners.join('; ')}; ${oldest} (horizon ${horizon})${unknown}`);
 }
 
 const MB = 1024 * 1024;

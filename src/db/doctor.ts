@@ -184,6 +184,77 @@ export async function pruneJob(client: pg.ClientBase): Promise<{ cron: boolean; 
   return { cron, job: n.n > 0 };
 }
 
+export interface RetentionState {
+  /** realtime.config.retention and partition_span in seconds; null when this login may not read them. */
+  retentionS: number | null;
+  spanS: number | null;
+  /** Age of the oldest message in seconds; null when there is none; 'unreadable' / 'timeout' when it could not be read. */
+  oldestS: number | null | 'unreadable' | 'timeout';
+  /** realtimed instances that heartbeat within 10 minutes (the longest --presence-heartbeat); null when unreadable. */
+  liveInstances: number | null;
+}
+
+/**
+ * What retention needs to know. The oldest message is looked for in the
+ * first partition (by seq) that holds any, so doctor reads one partition, not
+ * the table, and gives up after timeoutMs. realtime.instances records no
+ * settings of a daemon: whether one runs realtime.prune() (--prune-interval)
+ * cannot be read here, only that it is running (every instance runs
+ * realtime.maintain_partitions, which drops partitions past retention).
+ */
+export async function retentionState(client: pg.ClientBase, timeoutMs: number): Promise<RetentionState> {
+  const can = await one<{ config: boolean; messages: boolean; instances: boolean }>(
+    client,
+    `select has_table_privilege('realtime.config', 'SELECT') as config,
+            has_table_privilege('realtime.messages', 'SELECT')
+            and to_regclass('realtime.message_partitions') is not null
+            and has_table_privilege('realtime.message_partitions', 'SELECT') as messages,
+            has_table_privilege('realtime.instances', 'SELECT') as instances`,
+  );
+  const state: RetentionState = { retentionS: null, spanS: null, oldestS: 'unreadable', liveInstances: null };
+  if (can.config) {
+    const c = await one<{ retention: number; span: number }>(
+      client,
+      `select extract(epoch from retention)::float8 as retention, extract(epoch from partition_span)::float8 as span from realtime.config`,
+    );
+    state.retentionS = c.retention;
+    state.spanS = c.span;
+  }
+  if (can.instances) {
+    state.liveInstances = (
+      await one<{ n: number }>(client, `select count(*)::int as n from realtime.instances where heartbeat_at > now() - interval '10 minutes'`)
+    ).n;
+  }
+  if (can.messages) {
+    await client.query('begin');
+    try {
+      await client.query(`select set_config('statement_timeout', $1, true)`, [String(timeoutMs)]);
+      const first = (
+        await client.query<{ seq_from: string; seq_to: string }>(
+          `select p.seq_from, p.seq_to from realtime.message_partitions p
+           where exists (select from realtime.messages m where m.seq >= p.seq_from and m.seq < p.seq_to)
+           order by p.seq_from limit 1`,
+        )
+      ).rows[0];
+      state.oldestS = first
+        ? (
+            await one<{ age: number | null }>(
+              client,
+              `select extract(epoch from now() - min(created_at))::float8 as age from realtime.messages where seq >= $1 and seq < $2`,
+              [first.seq_from, first.seq_to],
+            )
+          ).age
+        : null;
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => {});
+      if ((err as { code?: string }).code !== '57014') throw err;
+      state.oldestS = 'timeout';
+    }
+  }
+  return state;
+}
+
 /**
  * Whether a LISTEN on this URL hears a NOTIFY sent from another session, as
  * the daemon's must. Through a transaction-mode pooler the listening client is

@@ -150,6 +150,37 @@ t.test('policies open to every channel are named with a fix; the demo policies a
   t.same(narrowed.findings.filter((f) => f.check === 'open').map((f) => f.message?.split(' ')[1]), ['"signed-in'], narrowed.stdout);
 });
 
+t.test('retention: messages past the horizon with nothing pruning are a WARN; a running instance counts', async (t) => {
+  const db = await createDatabase(t);
+  await db.pool.query(`insert into realtime.channels (pattern) values ('news');
+    select realtime.publish('news', 'old', '{}'); select realtime.publish('news', 'new', '{}');`);
+  // Messages are immutable (a trigger refuses updates): skip triggers for this one transaction.
+  const client = await db.pool.connect();
+  try {
+    await client.query(`begin; set local session_replication_role = replica;
+      update realtime.messages set created_at = now() - interval '3 days' where event_name = 'old'; commit;`);
+  } finally {
+    client.release();
+  }
+  const stale = await doctor(db.url);
+  t.match(stale.find('retention'), {
+    level: 'WARN',
+    message: /^the oldest message is 3 days old, past the retention horizon \(retention 24 hours \+ partition_span 24 hours\), and nothing prunes: pg_cron is not installed/,
+  }, stale.stdout);
+
+  // An instance heartbeats as realtimed start does; the old message is still there.
+  await db.pool.query(`select realtime.instance_heartbeat(gen_random_uuid(), interval '15 seconds', 'doctor-test', 1)`);
+  const held = await doctor(db.url);
+  t.match(held.find('retention'), { level: 'WARN', message: /by more than an hour, although 1 running realtimed instance \(realtime\.instances\) drops partitions/ }, held.stdout);
+
+  await db.pool.query(`delete from realtime.messages where event_name = 'old'`);
+  const fine = await doctor(db.url);
+  t.match(fine.find('retention'), {
+    level: 'ok',
+    message: /^1 running realtimed instance .*; oldest message \d+ seconds old \(horizon retention 24 hours .* is not recorded in realtime\.instances/,
+  }, fine.stdout);
+});
+
 /** PgBouncer in transaction mode in front of the test server; its port. */
 async function pgbouncer(t: Teardown): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'realtimed-pgbouncer-'));
