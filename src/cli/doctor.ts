@@ -143,7 +143,10 @@ export async function doctor(options: DoctorOptions): Promise<{ where: string; f
     const demo = await q.demoPolicies(client);
     if (demo > 0) add('ok', 'demo', `the DEMO policies of realtimed dev are installed (${demo}): they open demo:% to every client on purpose; drop them before real users connect (sql/demo.sql says how)`);
 
-    await checkRetention(client, options.retentionTimeoutMs ?? 5000, add);
+    await checkRetention(client, options.retentionTimeoutMs ?? 5000, add).catch((err: unknown) => {
+      const e = err as { code?: string; message?: string };
+      add('warn', 'retention', `could not check retention ([${e.code ?? '?'}] ${e.message ?? String(err)}): an older schema (see schema) or a login without service_role (see login)`);
+    });
     return { where: target.where, findings };
   } catch (err) {
     throw fromPgError(err, target.where);
@@ -203,7 +206,8 @@ async function checkSubscribe(client: pg.Client, roles: string[], known: string[
     answers = await q.subscribeChecks(client, items);
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    add('warn', 'policies', `could not ask realtime.authorize_subscriptions who may subscribe (${e.code ?? ''} ${e.message ?? String(err)}): the login needs service_role (see login)`);
+    const why = e.code === '42501' ? ': the login needs service_role (see login)' : e.code === '42883' ? ': the schema is older than version 15 (see schema)' : '';
+    add('warn', 'policies', `could not ask realtime.authorize_subscriptions who may subscribe ([${e.code ?? '?'}] ${e.message ?? String(err)})${why}`);
     return;
   }
 

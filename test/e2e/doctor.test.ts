@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
@@ -13,6 +13,7 @@ import pg from 'pg';
 import t from 'tap';
 
 import { freePort } from '../../src/cli/embedded.js';
+import { migrate } from '../../src/cli/migrate.js';
 import { cli } from '../helpers/cli.js';
 import { createDatabase, createLoginRole, urlFor, SERVER_URL, type Teardown } from '../helpers/db.js';
 import { loadExamples } from '../helpers/daemon.js';
@@ -179,6 +180,26 @@ t.test('retention: messages past the horizon with nothing pruning are a WARN; a 
     level: 'ok',
     message: /^1 running realtimed instance .*; oldest message \d+ seconds old \(horizon retention 24 hours .* is not recorded in realtime\.instances/,
   }, fine.stdout);
+});
+
+t.test('an older schema: FAIL for the schema, and the later checks say what they could not ask', async (t) => {
+  const db = await createDatabase(t, { migrated: false });
+  // Migrations 1 to 12: before partitions (13) and grouped subscribe checks (15).
+  const committed = new URL('../../sql/committed/', import.meta.url);
+  const folder = await mkdtemp(join(tmpdir(), 'realtimed-doctor-'));
+  t.teardown(() => rm(folder, { recursive: true, force: true }));
+  await mkdir(join(folder, 'committed'));
+  for (const file of (await readdir(committed)).filter((f) => /^0000(0\d|1[0-2])-/.test(f))) {
+    await copyFile(new URL(file, committed), join(folder, 'committed', file));
+  }
+  t.equal((await migrate({ databaseUrl: db.url, migrationsFolder: folder })).to, 12);
+  await db.pool.query(`insert into realtime.channels (pattern) values ('news');
+    create policy "news: everyone" on realtime.channels for select to anon, authenticated using (pattern = 'news')`);
+  const r = await doctor(db.url);
+  t.notMatch(r.stderr, /RT_ERR_DB\b/, r.stderr);
+  t.match(r.find('schema'), { level: 'FAIL', message: /version 12, this realtimed needs/ });
+  t.match(r.find('policies'), { level: 'WARN', message: /could not ask realtime\.authorize_subscriptions .*\[42883\].* older than version 15/ }, r.stdout);
+  t.match(r.find('retention'), { level: 'WARN', message: /^could not check retention \(\[42703\]/ }, r.stdout);
 });
 
 /** PgBouncer in transaction mode in front of the test server; its port. */
