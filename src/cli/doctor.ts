@@ -246,7 +246,7 @@ async function checkSubscribe(client: pg.Client, roles: string[], known: string[
   }
   if (open.length > 0 || byWho.length > 0) {
     const parts = [];
-    if (open.length > 0) parts.push(`may subscribe: ${open.join(', ')}`);
+    if (open.length > 0) parts.push(`may subscribe: ${open.slice(0, 6).join(', ')}${open.length > 6 ? ` and ${open.length - 6} more` : ''}`);
     if (byWho.length > 0) parts.push(`refused to these samples, left to policies that name the pattern and decide per user: ${quoted(byWho)}`);
     add('ok', 'policies', `subscribe checked with realtime.authorize_subscriptions on a sample name per enabled channel (${open.length + byWho.length} of ${channels.length}) ${tried}; ${parts.join('; ')}`);
   }

@@ -118,6 +118,13 @@ t.test('policies: the daemon\'s subscribe check decides, whatever the policy tex
   t.match(r.find('policies'), { level: 'ok', message: /sample name .* as anon, authenticated \(sub [0-9a-f-]+\); may subscribe: 'room:1' \(authenticated\)$/ }, r.stdout);
   t.notMatch(r.stdout, /nobody but service_role/);
 
+  // Many channels: the line names the first six.
+  await db.pool.query(`insert into realtime.channels (pattern) select 'feed' || i from generate_series(1, 7) i;
+    create policy "feeds: everyone subscribes" on realtime.channels for select to anon using (pattern like 'feed%')`);
+  const many = await doctor(db.url);
+  t.match(many.find('policies'), { level: 'ok', message: /\(8 of 8\) .*; may subscribe: 'feed1' \(anon\), .*'feed6' \(anon\) and 2 more$/ }, many.stdout);
+  await db.pool.query(`delete from realtime.channels where pattern like 'feed%'`);
+
   await db.pool.query(`alter policy "rooms: signed-in users subscribe" on realtime.channels using (split_part(pattern, ':', 1) = 'lobby')`);
   const refused = await doctor(db.url);
   t.match(refused.find('policies'), {
