@@ -7,7 +7,7 @@
  * instead of starting a second server on the same data folder.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { dirname, join, relative, resolve } from 'node:path';
 
@@ -17,7 +17,7 @@ import pg from 'pg';
 
 import { ensureDaemonRole, ensureDatabase } from '../db/dev.js';
 import { commanderOptions, startConfigFrom, type StartConfig } from './options.js';
-import { reachableDataDir, ROOT_DATA_HOME, startEmbedded, type EmbeddedServer } from './embedded.js';
+import { reachableDataDir, ROOT_DATA_HOME, rootOwnedFolder, startEmbedded, type EmbeddedServer } from './embedded.js';
 import { RealtimedError, fromPgError } from './errors.js';
 import type { CliIo } from './io.js';
 import { migrate } from './migrate.js';
@@ -147,21 +147,28 @@ export async function runDev(options: DevOptions, io: DevIo): Promise<void> {
   let embedded: EmbeddedServer | undefined;
   try {
     // As root in a folder the postgres user cannot enter (a clone under /root),
-    // the cluster lives under /var/lib/realtimed instead, the same one each run.
+    // the cluster lives under /var/lib/realtimed instead, the same one each run,
+    // in folders only root can change (checked before anything is written there).
     const data = await reachableDataDir(join(dir, 'pg'));
-    if (options.fresh) {
+    if (data.movedFrom !== undefined) {
+      await rootOwnedFolder(ROOT_DATA_HOME);
+      await rootOwnedFolder(dirname(data.dataDir));
+      if (await lstat(data.dataDir).then((i) => !i.isDirectory(), () => false)) {
+        throw new RealtimedError('RT_ERR_EMBEDDED', `${data.dataDir} is not a folder: remove it, or set DATABASE_URL`);
+      }
+    }
+    const hadState = await access(join(dir, 'dev.json')).then(() => true, () => false);
+    if (options.fresh || (!hadState && data.movedFrom !== undefined)) {
+      // Without dev.json the moved cluster's password is gone with it (the
+      // folder was removed, or this is a new clone at the same path): start over.
       for (const name of ['pg', 'dev.json']) await rm(join(dir, name), { recursive: true, force: true });
-      await rm(data.dataDir, { recursive: true, force: true });
+      if (data.movedFrom !== undefined) await rm(data.dataDir, { recursive: true, force: true });
     }
     const state = await loadState(dir);
     let adminUrl: string;
     let daemonUrl: string;
     let where: string;
     if (options.databaseUrl === undefined) {
-      if (data.movedFrom !== undefined) {
-        await mkdir(dirname(data.dataDir), { recursive: true, mode: 0o755 });
-        for (const folder of [ROOT_DATA_HOME, dirname(data.dataDir)]) await chmod(folder, 0o755);
-      }
       embedded = await startEmbedded({ dataDir: data.dataDir, password: state.superuserPassword, settings: EMBEDDED_SETTINGS });
       ({ adminUrl, daemonUrl } = await prepareEmbedded(embedded, state));
       const at = data.movedFrom === undefined ? `${shown}/pg` : `${data.dataDir}: the postgres user cannot enter ${data.movedFrom}`;

