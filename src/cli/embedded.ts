@@ -106,7 +106,8 @@ const ROOT_BINARY_HOME = '/var/cache/realtimed';
  */
 export async function rootOwnedFolder(path: string): Promise<void> {
   try {
-    await mkdir(path, { mode: 0o755 });
+    await mkdir(path);
+    await chmod(path, 0o755); // whatever root's umask is
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
