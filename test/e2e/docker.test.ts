@@ -51,7 +51,9 @@ t.test('the runtime stage rebuilt by hand starts realtimed as a non-root user', 
   const role = await createLoginRole(t, ['anon', 'authenticated', 'service_role']);
   // As root, run as `nobody`, like USER node: nothing may need write access to the app folder.
   const ids = userInfo().uid === 0 ? { uid: 65534, gid: 65534 } : {};
-  const child = spawn(process.execPath, ['bin/realtimed.js', 'start'], {
+  // Through env -u: tap's process tracking adds its --import loader (a path in this clone, which
+  // `nobody` cannot read when the clone is under /root) to node children; the image runs none.
+  const child = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, 'bin/realtimed.js', 'start'], {
     cwd: dir,
     ...ids,
     env: { PATH: process.env['PATH'] ?? '', NODE_ENV: 'production', REALTIMED_HOST: '127.0.0.1', REALTIMED_PORT: '0', DATABASE_URL: urlFor(db.name, undefined, role), REALTIMED_JWT_SECRET: SECRET, REALTIMED_INSPECTOR: 'true' },

