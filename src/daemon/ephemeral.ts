@@ -27,6 +27,8 @@ import type { Metrics } from './metrics.js';
 
 /** How far a notification's time may be from the receiver's clock (both ways: instances' clocks differ). */
 export const WINDOW_MS = 10_000;
+/** Unopened notifications held while the key is re-read (each at most one notification, 8 KB). */
+const MAX_DEFERRED = 256;
 /** Sequence numbers a receiver remembers per sending instance. */
 const SEQ_WINDOW = 4096;
 /** NOTIFY carries at most 8000 bytes; realtime.send_ephemeral refuses over 7900. */
@@ -154,6 +156,8 @@ export function createEphemeral(deps: {
   const { db, hub, metrics } = deps;
   let sent = 0;
   let delivered = 0;
+  /** Notifications waiting for a key read to open them (MAX_DEFERRED at most). */
+  let deferred = 0;
   const window = new ReplayWindow(deps.now);
   const sweeper = setInterval(() => window.forget(), WINDOW_MS);
   sweeper.unref();
@@ -216,7 +220,16 @@ export function createEphemeral(deps: {
       // connection delivers in commit order, so a rotation's NOTIFY
       // realtime_keys (which started the read) came before anything another
       // instance sealed with the new key. Open it once the read is done.
-      void loading.then(() => relay(open(payload)));
+      // Bounded: past MAX_DEFERRED waiting, an unopened one is dropped as forged.
+      if (deferred >= MAX_DEFERRED) {
+        metrics.notificationsDropped.inc({ reason: 'forged' });
+        return;
+      }
+      deferred++;
+      void loading.then(() => {
+        deferred--;
+        relay(open(payload));
+      });
     },
     stop() {
       clearInterval(sweeper);

@@ -29,22 +29,29 @@ export function deriveKeys(notifyKey: string): SharedKeys {
 }
 
 export interface Keys {
-  /** Reads realtime.notify_key; calls while a read is running share it, and one more read follows. */
+  /** Reads realtime.notify_key: resolves after a read that started after this call (reads at most one a second). */
   load(): Promise<void>;
   /** Null until realtime.notify_key has been read. What this instance seals and signs with. */
   readonly current: SharedKeys | null;
   /** The keys to open or verify with: current, then the previous one while its grace lasts. */
   accepted(): SharedKeys[];
-  /** The read in progress, if any. */
+  /** The read asked for or in progress, if any: the key after it is at least as new as any hint so far. */
   readonly loading: Promise<void> | null;
 }
+
+/** Reads of realtime.notify_key start at most this often (floods of hints included). */
+const MIN_READ_INTERVAL_MS = 1000;
 
 export function createKeys(deps: { db: Pick<Db, 'notifyKey'>; logger: Logger; now: () => number }): Keys {
   let current: SharedKeys | null = null;
   let currentText: string | null = null;
   let previous: { keys: SharedKeys; until: number } | null = null;
-  let loading: Promise<void> | null = null;
-  let again = false;
+  /** A read asked for and not started yet: whoever asked waits for it. */
+  let waiting: { promise: Promise<void>; resolve: () => void } | null = null;
+  /** The read running now. */
+  let inFlight: Promise<void> | null = null;
+  let running: Promise<void> | null = null;
+  let lastStart = Number.NEGATIVE_INFINITY;
 
   const read = async (): Promise<void> => {
     try {
@@ -62,20 +69,34 @@ export function createKeys(deps: { db: Pick<Db, 'notifyKey'>; logger: Logger; no
     }
   };
 
-  const load = (): Promise<void> => {
-    if (loading) {
-      again = true;
-      return loading;
+  // One read at a time, at most one a second: a NOTIFY realtime_keys is a
+  // hint any role can send, and a flood of them costs one read a second and
+  // one read waiting, never a read per hint. A caller waits only for the
+  // next read that starts after its call, not for the flood to end.
+  const loop = async (): Promise<void> => {
+    while (waiting) {
+      const asked = waiting;
+      const wait = lastStart + MIN_READ_INTERVAL_MS - deps.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      waiting = null;
+      lastStart = deps.now();
+      inFlight = read();
+      await inFlight;
+      inFlight = null;
+      asked.resolve();
     }
-    loading = (async () => {
-      do {
-        again = false;
-        await read();
-      } while (again);
-    })().finally(() => {
-      loading = null;
-    });
-    return loading;
+    running = null;
+  };
+
+  const load = (): Promise<void> => {
+    if (!waiting) {
+      let resolve = (): void => {};
+      const promise = new Promise<void>((r) => (resolve = r));
+      waiting = { promise, resolve };
+    }
+    const asked = waiting.promise;
+    running ??= loop();
+    return asked;
   };
 
   return {
@@ -84,7 +105,7 @@ export function createKeys(deps: { db: Pick<Db, 'notifyKey'>; logger: Logger; no
       return current;
     },
     get loading() {
-      return loading;
+      return waiting?.promise ?? inFlight;
     },
     accepted() {
       if (current === null) return [];

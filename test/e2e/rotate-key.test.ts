@@ -85,3 +85,54 @@ t.test('daemons relay across a rotation; the old key works for the grace, then i
   await bob.next((f) => f['event'] === 'after');
   t.pass('ephemeral messages flow after the grace');
 });
+
+t.test('a flood of NOTIFY realtime_keys: reads stay bounded, ephemeral messages keep flowing, a rotation in it is picked up', async (t) => {
+  const db = await createDatabase(t);
+  await rooms(db);
+  const one = await startDaemon(t, db);
+  const two = await startDaemon(t, db);
+  const alice = await TestClient.connect(t, one.wsUrl, { token: await userToken(ALICE) });
+  const bob = await TestClient.connect(t, two.wsUrl, { token: await userToken(BOB) });
+  await alice.subscribe('room:1');
+  await bob.subscribe('room:1');
+  // The reads of realtime.notify_key by daemon two, counted from its own pool.
+  let reads = 0;
+  const counted = new WeakSet<object>();
+  two.pool.on('acquire', (client) => {
+    if (counted.has(client)) return;
+    counted.add(client);
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      if (typeof args[0] === 'string' && args[0].includes('notify_key')) reads++;
+      return query(...args);
+    };
+  });
+  // Any role may send the hint: a loop of them for 3 s, a rotation in the middle.
+  const flooder = new pg.Client({ connectionString: db.url });
+  await flooder.connect();
+  t.teardown(() => flooder.end());
+  const started = Date.now();
+  let hints = 0;
+  let rotated = false;
+  const flood = (async () => {
+    while (Date.now() - started < 3000) {
+      await flooder.query(`select pg_notify('realtime_keys', 'x')`);
+      hints++;
+      if (!rotated && Date.now() - started > 1000) {
+        rotated = true;
+        await flooder.query(`select realtime.rotate_notify_key('0 seconds')`);
+      }
+    }
+  })();
+  let i = 0;
+  while (Date.now() - started < 3000) {
+    const reply = await alice.request({ type: 'publish', channel: 'room:1', event: 'tick', payload: { n: i + 1 }, ephemeral: true });
+    if (reply.type === 'published') i++;
+    await new Promise((resolve) => setTimeout(resolve, 20)); // pacing: about 50 a second, under the publish rate limit
+  }
+  await flood;
+  await until(`all ${i} ephemeral events on the other instance`, () => bob.events().filter((f) => f['event'] === 'tick').length === i, 15_000);
+  t.ok(hints > 100, `${hints} hints sent`);
+  t.ok(reads <= 8, `daemon two read the key ${reads} times for ${hints} hints (at most one a second)`);
+  t.equal(await metric(two.httpUrl, 'realtimed_notifications_dropped_total\\{reason="forged"\\}'), 0, 'nothing it should open was dropped');
+});
