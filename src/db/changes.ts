@@ -47,11 +47,21 @@ const STREAM = `
 
 const DISABLE = 'select realtime.disable_changes($1::regclass) as disabled';
 
+/**
+ * CREATE OR REPLACE TRIGGER (SHARE ROW EXCLUSIVE) and DROP TRIGGER (ACCESS
+ * EXCLUSIVE) on the application's table wait for every transaction using it,
+ * and its writes would queue behind the wait: give up after this instead
+ * (SQLSTATE 55P03, answered 409), so an API call never holds the business
+ * writes up for long.
+ */
+const LOCK_TIMEOUT = `select pg_catalog.set_config('lock_timeout', '3s', true)`;
+
 export function changeQueries(pool: pg.Pool) {
   return {
     /** Enables (or changes) a table's stream; its row as it now is. */
     enableChanges(identity: Identity, args: EnableChanges): Promise<ChangeStreamRow> {
       return asIdentity(pool, identity, async (client) => {
+        await client.query(LOCK_TIMEOUT);
         await client.query(ENABLE, [
           args.table, args.channel ?? null, args.columns ?? null, args.operations ?? null,
           args.changed_only ?? null, args.public ?? null, args.row_channels ?? null,
@@ -63,7 +73,10 @@ export function changeQueries(pool: pg.Pool) {
 
     /** Whether the table had a stream. */
     disableChanges(identity: Identity, table: string): Promise<boolean> {
-      return asIdentity(pool, identity, async (client) => (await client.query<{ disabled: boolean }>(DISABLE, [table])).rows[0]?.disabled === true);
+      return asIdentity(pool, identity, async (client) => {
+        await client.query(LOCK_TIMEOUT);
+        return (await client.query<{ disabled: boolean }>(DISABLE, [table])).rows[0]?.disabled === true;
+      });
     },
   };
 }

@@ -155,12 +155,16 @@ function flag(body: Record<string, unknown>, field: string): boolean | undefined
 /**
  * An error of realtime.enable_changes or disable_changes as the API answers
  * it: a table that does not exist is 404, a name that does not parse 400;
- * the rest as every route maps PostgreSQL's errors (RT400 is 400, 42501 403).
+ * a lock not had within 3 s (a long transaction on the table) 409; the rest
+ * as every route maps PostgreSQL's errors (RT400 is 400, 42501 403).
  */
 function changesError(err: unknown): unknown {
   const { code, message } = pgFields(err);
   if (code === '42P01' || code === '3F000') return new HttpError('NOT_FOUND', message);
   if (code === '42601' || code === '42602') return invalid(`"table" is not a table name: ${message}`);
+  if (code === '55P03') {
+    return new HttpError('CONFLICT', 'the table is in use by a transaction that has run for over 3 s: its writes come first; try again when it has ended');
+  }
   return err;
 }
 

@@ -416,3 +416,23 @@ t.test('POST /api/changes and DELETE /api/changes/{table}: realtime.enable_chang
   const again = await call(httpUrl, 'DELETE', '/api/changes/app.things', { token });
   t.same([again.status, again.body['error']], [404, 'NOT_FOUND'], 'no stream any more: 404');
 });
+
+t.test('POST /api/changes on a table a long transaction holds: 409 after 3 s, not a wait that writes queue behind', async (t) => {
+  const { db, httpUrl } = await setup(t);
+  await db.pool.query(`create table app.busy (id int primary key, n int); alter table app.busy owner to service_role;
+    grant usage on schema app to service_role;
+    insert into app.busy values (1, 0)`);
+  // A business transaction that has written the table and stays open.
+  const business = await db.pool.connect();
+  t.teardown(() => business.release());
+  await business.query('begin; update app.busy set n = n + 1 where id = 1');
+  const started = Date.now();
+  const refused = await call(httpUrl, 'POST', '/api/changes', { token: await admin(), body: { table: 'app.busy' } });
+  t.equal(refused.status, 409, `refused after ${Date.now() - started} ms`);
+  t.match(refused.body, { error: 'CONFLICT' });
+  await business.query('commit');
+  const other = await db.pool.query('update app.busy set n = n + 1 where id = 1');
+  t.equal(other.rowCount, 1, 'writes go on');
+  const enabled = await call(httpUrl, 'POST', '/api/changes', { token: await admin(), body: { table: 'app.busy' } });
+  t.equal(enabled.status, 200, 'once the transaction ended, enabled');
+});
