@@ -58,8 +58,20 @@ t.test('--idle-timeout: a socket without a subscription is closed with 4010; a s
   t.match(await refused.subscribe('nowhere:1'), { type: 'error', code: 'UNAUTHORIZED' });
   t.equal((await refused.closed).code, 4010, 'a refused subscribe does not keep a socket');
 
+  // Refused subscribes, one after another, do not start the idle time again.
+  // (Before the fix each refusal started it again, and a socket refused every 100 ms stayed forever.)
+  const prober = await TestClient.connect(t, wsUrl);
+  const since = Date.now();
+  let refusals = 0;
+  while (prober.ws.readyState === prober.ws.OPEN && Date.now() - since < 20_000) {
+    const reply = await prober.subscribe('nowhere:1').catch(() => null);
+    if (reply?.type === 'error') refusals++;
+  }
+  t.equal(prober.ws.readyState === prober.ws.OPEN, false, `closed while it kept subscribing (${refusals} refusals)`);
+  t.equal((await prober.closed).code, 4010, 'with 4010');
+
   const metrics = await (await fetch(`${httpUrl}/metrics`)).text();
-  t.match(metrics, /realtimed_idle_closes_total 3/, 'counted in realtimed_idle_closes_total');
+  t.match(metrics, /realtimed_idle_closes_total 4/, 'counted in realtimed_idle_closes_total');
 });
 
 t.test('--idle-timeout 0 (the default): an idle socket stays', async (t) => {

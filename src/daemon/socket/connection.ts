@@ -76,6 +76,10 @@ export class Connection implements SubscriptionOwner {
   private queued = 0;
   /** Running only while the socket has no subscription and --idle-timeout is set. */
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Since when (deps.now) the socket has had no subscription. */
+  private idleSince: number | undefined;
+  /** Subscribes being checked now. */
+  private opening = 0;
   /** When the socket was accepted, and when its last frame arrived (GET /api/connections). */
   readonly connectedAt: number;
   lastFrameAt: number;
@@ -163,7 +167,9 @@ export class Connection implements SubscriptionOwner {
 
   /**
    * Starts the --idle-timeout timer when the socket has no subscription, and
-   * stops it when it has one: one timer per idle socket, none per tick.
+   * stops it when it has one: one timer per idle socket, none per tick. The
+   * idle time counts from when the socket last had none: a subscribe that is
+   * refused (or still being checked) does not start it again.
    */
   private idleCheck(): void {
     const ms = this.deps.config.idleTimeoutMs;
@@ -171,17 +177,24 @@ export class Connection implements SubscriptionOwner {
     if (this.subscriptions.size > 0) {
       clearTimeout(this.idleTimer);
       this.idleTimer = undefined;
+      this.idleSince = undefined;
       return;
     }
+    this.idleSince ??= this.deps.now();
     if (this.idleTimer !== undefined) return;
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
-      if (this.closed || this.subscriptions.size > 0) return;
+      // A subscribe being checked: its outcome calls idleCheck again.
+      if (this.closed || this.subscriptions.size > 0 || this.opening > 0) return;
+      if (this.deps.now() < (this.idleSince ?? 0) + ms) {
+        this.idleCheck();
+        return;
+      }
       this.deps.metrics.idleCloses.inc();
       this.dispose();
       this.ws.close(CloseCode.IDLE_TIMEOUT, 'idle timeout');
       setTimeout(() => this.ws.terminate(), 5000).unref();
-    }, ms);
+    }, Math.max(0, (this.idleSince ?? 0) + ms - this.deps.now()));
     this.idleTimer.unref();
   }
 
@@ -393,13 +406,15 @@ export class Connection implements SubscriptionOwner {
     }
     const subscription = new Subscription(this, frame.channel, this.deps);
     this.subscriptions.set(frame.channel, subscription);
-    this.idleCheck();
+    this.opening++;
     try {
       await subscription.open(frame);
     } catch (err) {
       if (this.subscriptions.get(frame.channel) === subscription) this.subscriptions.delete(frame.channel);
-      this.idleCheck();
       throw err;
+    } finally {
+      this.opening--;
+      this.idleCheck();
     }
   }
 
