@@ -14,7 +14,12 @@ select function_privs_are('realtime', 'rotate_notify_key', array['interval'], 'a
 select table_privs_are('realtime', 'notify_key', 'authenticated', array[]::text[], 'clients cannot read the key');
 
 create temp table rt_before on commit drop as select key, lock_seed from realtime.notify_key;
-select is(realtime.rotate_notify_key('90 seconds'), now() + interval '90 seconds', 'returns when the grace ends');
+-- Measured from the rotation itself (clock_timestamp), not from the start of the
+-- transaction that calls it: a long transaction does not eat the grace.
+create temp table rt_rotated on commit drop as
+  select pg_catalog.clock_timestamp() as before, realtime.rotate_notify_key('90 seconds') as until, pg_catalog.clock_timestamp() as after;
+select ok((select until between before + interval '90 seconds' and after + interval '90 seconds' and until > now() + interval '90 seconds' from rt_rotated),
+  'returns when the grace ends: 90 seconds from the rotation, not from the transaction''s start');
 select isnt((select key from realtime.notify_key), (select key from rt_before), 'the key changed');
 select is((select previous_key from realtime.notify_key), (select key from rt_before), 'the old key is kept as previous_key');
 select ok((select length(key) = 72 and rotated_at = now() from realtime.notify_key), 'a fresh 72-character key, rotated now');

@@ -2333,7 +2333,7 @@ begin
   update realtime.notify_key k
      set previous_key = k.key,
          key = pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text,
-         previous_valid_until = pg_catalog.now() + grace,
+         previous_valid_until = pg_catalog.clock_timestamp() + grace,
          rotated_at = pg_catalog.now()
    where k.id
   returning k.previous_valid_until into v_until;

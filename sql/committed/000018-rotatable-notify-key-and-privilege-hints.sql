@@ -1,5 +1,5 @@
 --! Previous: sha1:bb0576b4e15887ed5f0d9691ed81552da0a3f454
---! Hash: sha1:b53d0125bd3108d4740e5ae6dbf3a4eb8be636b1
+--! Hash: sha1:e4568c0e499bb7c34429e369b27c4a60dad594c5
 --! Message: rotatable notify key and privilege hints
 
 -- 000018: a notify key that can be rotated, and privilege errors that name the fix.
@@ -161,7 +161,7 @@ begin
   update realtime.notify_key k
      set previous_key = k.key,
          key = pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text,
-         previous_valid_until = pg_catalog.now() + grace,
+         previous_valid_until = pg_catalog.clock_timestamp() + grace,
          rotated_at = pg_catalog.now()
    where k.id
   returning k.previous_valid_until into v_until;
