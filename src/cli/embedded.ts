@@ -43,8 +43,12 @@ export interface EmbeddedServer {
   readonly port: number;
   /** The server's version, e.g. "18.1". */
   readonly version: string;
-  /** Fast shutdown; waits until the postmaster is gone. */
-  stop(): Promise<void>;
+  /**
+   * Fast shutdown (or, for tests of crash recovery, immediate: no checkpoint,
+   * so the next start replays WAL and empties unlogged tables); waits until
+   * the postmaster is gone.
+   */
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
 }
 
 interface Binaries {
@@ -320,10 +324,10 @@ export async function startEmbedded(options: EmbeddedOptions): Promise<EmbeddedS
     url,
     port,
     version,
-    async stop() {
+    async stop(mode = 'fast') {
       if (stopped) return;
       stopped = true;
-      await pgCtl(bin, ids, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
+      await pgCtl(bin, ids, ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60']);
     },
   };
 }
