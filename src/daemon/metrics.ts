@@ -27,6 +27,7 @@ export interface Metrics {
   limitRejections: Counter<'limit'>;
   ephemeralRelayed: Counter;
   presenceDiffs: Counter;
+  presenceRestored: Counter;
   httpRequests: Counter<'route' | 'status'>;
 }
 
@@ -169,6 +170,11 @@ export function createMetrics(sources: { connections: () => number; subscription
     presenceDiffs: new Counter({
       name: 'realtimed_presence_diffs_total',
       help: 'presence_diff frames sent.',
+      registers: [registry],
+    }),
+    presenceRestored: new Counter({
+      name: 'realtimed_presence_restored_total',
+      help: 'Presence rows this instance wrote back after the database lost them (a crash or failover empties the unlogged realtime.presence) or removed this instance for missed heartbeats.',
       registers: [registry],
     }),
     httpRequests: new Counter({

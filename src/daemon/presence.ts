@@ -10,6 +10,17 @@
  * Crash bound: every instance heartbeats each heartbeatMs; one silent for
  * timeoutMs is removed, with its members, by the next heartbeat of any other
  * instance. Its members leave within timeoutMs + heartbeatMs + throttleMs.
+ *
+ * The database losing presence: realtime.presence is unlogged, so a crash of
+ * PostgreSQL or a failover to a standby empties it while every socket stays
+ * up. Each heartbeat compares the rows the database holds for this instance
+ * with what its sockets set, and writes back the missing ones (also when
+ * another instance removed this one for missed heartbeats). When LISTEN comes
+ * back (it does after any crash), the heartbeat runs at once and the watched
+ * channels are read again only 1.5 heartbeat periods later, when every
+ * instance has put its members back: watchers get one presence_diff of what
+ * really changed, not every member leaving and joining again (diffs wait that
+ * long after any LISTEN reconnection).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -19,6 +30,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../db/index.js';
 import type { Identity } from '../db/identity.js';
 import type { PresenceMember } from '../db/presence.js';
+import { pgFields } from '../db/errors.js';
 import { parseObject } from '../protocol/frames.js';
 import type { Metrics } from './metrics.js';
 
@@ -66,6 +78,12 @@ export interface Presence {
   members(channel: string): Promise<PresenceMember[]>;
 }
 
+/** What presence_track refuses for good (docs/errors.md); anything else is tried again. */
+const REFUSALS = new Set(['42501', 'RT400', 'RT404', 'RT413', 'RT429', '23514']);
+
+/** After LISTEN comes back, watched channels are read again this many heartbeat periods later. */
+const REREAD_AFTER_RECONNECT = 1.5;
+
 function toObject(members: Members): Record<string, Record<string, unknown>> {
   const out: Record<string, Record<string, unknown>> = {};
   for (const [key, m] of members) out[key] = m.state;
@@ -83,6 +101,8 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   let heartbeat: NodeJS.Timeout | undefined;
   let beats = 0;
   let stopped = false;
+  /** The heartbeat in progress: resync() and the interval share it. */
+  let beating: Promise<void> | null = null;
 
   const read = async (channel: string, w: Watched): Promise<void> => {
     w.lastRead = deps.now();
@@ -138,7 +158,58 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     w.timer.unref();
   };
 
-  const beat = async (): Promise<void> => {
+  /**
+   * Writes back what this instance's sockets set and the database lacks: all
+   * of it when this instance had been removed, else the rows a crash or a
+   * failover lost (one count per heartbeat; the rows are read only when it is
+   * short).
+   */
+  const restore = async (removed: boolean): Promise<void> => {
+    let held = 0;
+    for (const channels of tracked.values()) held += channels.size;
+    if (held === 0) return;
+    if (!removed && (await db.instancePresenceCount(instance)) >= held) return;
+    const present = removed ? new Set<string>() : await db.instancePresenceRows(instance);
+    const missing: { connection: string; channel: string }[] = [];
+    for (const [connection, channels] of tracked) {
+      for (const channel of channels.keys()) if (!present.has(`${channel} ${connection}`)) missing.push({ connection, channel });
+    }
+    if (missing.length === 0) return;
+    logger.warn(
+      { rows: missing.length },
+      removed
+        ? 'this instance had been removed for missing heartbeats; restoring its presence'
+        : 'the database lost this instance\'s presence (a crash or failover empties the unlogged realtime.presence); restoring it',
+    );
+    const limits = { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes };
+    for (const { connection, channel } of missing) {
+      let t = tracked.get(connection)?.get(channel);
+      // Each write is checked again afterwards: the socket may have left, or
+      // set another state, while it was on its way.
+      while (t) {
+        try {
+          await db.presenceTrack({ instance, connection, identity: t.identity, channel, state: t.state }, limits);
+        } catch (err) {
+          const { code } = pgFields(err);
+          if (REFUSALS.has(code)) {
+            // Refused now (a policy changed, the channel is full): it stays out.
+            tracked.get(connection)?.delete(channel);
+            if (tracked.get(connection)?.size === 0) tracked.delete(connection);
+            logger.warn({ err: (err as Error).message, channel }, 'could not restore presence: refused; the socket\'s state is dropped');
+          } else {
+            logger.warn({ err: (err as Error).message, channel }, 'could not restore presence; trying again at the next heartbeat');
+          }
+          break;
+        }
+        metrics.presenceRestored.inc();
+        const now = tracked.get(connection)?.get(channel);
+        if (!now) await db.presenceUntrack(connection, [channel]).catch(() => pendingLeaves.push({ connection, channels: [channel] }));
+        t = now === t ? undefined : now;
+      }
+    }
+  };
+
+  const heartbeatOnce = async (): Promise<void> => {
     const { registered } = await db.instanceHeartbeat(instance, options.timeoutMs, hostname(), process.pid);
     beats++;
     while (pendingLeaves.length > 0) {
@@ -146,19 +217,14 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       await db.presenceUntrack(leave.connection, leave.channels);
       pendingLeaves.shift();
     }
-    if (registered && beats > 1) {
-      // Another instance took us for dead (we could not heartbeat): our members
-      // were removed with our row. Put back what our sockets still hold.
-      logger.warn('this instance had been removed for missing heartbeats; restoring its presence');
-      for (const [connection, channels] of tracked) {
-        for (const [channel, t] of channels) {
-          await db.presenceTrack(
-            { instance, connection, identity: t.identity, channel, state: t.state },
-            { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes },
-          ).catch((err: unknown) => logger.warn({ err: (err as Error).message, channel }, 'could not restore presence'));
-        }
-      }
-    }
+    await restore(registered && beats > 1);
+  };
+
+  const beat = (): Promise<void> => {
+    beating ??= heartbeatOnce().finally(() => {
+      beating = null;
+    });
+    return beating;
   };
 
   return {
@@ -248,7 +314,21 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       if (typeof channel === 'string') schedule(channel);
     },
     resync() {
-      for (const channel of watched.keys()) schedule(channel);
+      // LISTEN came back, perhaps after a crash that emptied realtime.presence:
+      // put this instance's members back now, and read the watched channels
+      // one and a half heartbeat periods later, when every other instance has
+      // had a heartbeat since the database came back, and so has put its
+      // members back too. Hints meanwhile wait for that read (the timer is set).
+      if (stopped) return;
+      beat().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'presence heartbeat failed'));
+      for (const [channel, w] of watched) {
+        clearTimeout(w.timer);
+        w.timer = setTimeout(() => {
+          w.timer = undefined;
+          if (watched.get(channel) === w && !stopped) schedule(channel);
+        }, REREAD_AFTER_RECONNECT * options.heartbeatMs);
+        w.timer.unref();
+      }
     },
     members(channel) {
       return db.presenceMembers([channel]);

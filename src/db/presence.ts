@@ -1,4 +1,9 @@
-/** Instances and presence: realtime.instance_heartbeat, instance_stop, presence_track, presence_untrack, presence_members. */
+/**
+ * Instances and presence: realtime.instance_heartbeat, instance_stop,
+ * presence_track, presence_untrack, presence_members; and two reads of
+ * realtime.presence itself that tell whether the database still holds this
+ * instance's rows (it is unlogged: a crash or a failover empties it).
+ */
 import type pg from 'pg';
 
 import { identityParams, type Identity } from './identity.js';
@@ -53,6 +58,26 @@ export function presenceQueries(pool: pg.Pool) {
         text: 'select realtime.presence_untrack($1, $2::text[])',
         values: [connection, channels],
       });
+    },
+
+    /** How many presence rows this instance has in the database. */
+    async instancePresenceCount(instance: string): Promise<number> {
+      const { rows } = await pool.query<{ n: number }>({
+        name: 'realtimed_instance_presence_count',
+        text: 'select count(*)::integer as n from realtime.presence where instance_id = $1',
+        values: [instance],
+      });
+      return rows[0]?.n ?? 0;
+    },
+
+    /** This instance's presence rows, as "channel connection" pairs. */
+    async instancePresenceRows(instance: string): Promise<Set<string>> {
+      const { rows } = await pool.query<{ channel_name: string; connection_id: string }>({
+        name: 'realtimed_instance_presence_rows',
+        text: 'select channel_name, connection_id from realtime.presence where instance_id = $1',
+        values: [instance],
+      });
+      return new Set(rows.map((r) => `${r.channel_name} ${r.connection_id}`));
     },
 
     async presenceMembers(channels: string[]): Promise<PresenceMember[]> {

@@ -1,0 +1,129 @@
+/**
+ * Presence when PostgreSQL loses it: realtime.presence is unlogged, so a
+ * crash (an immediate-mode stop: no checkpoint, crash recovery at the next
+ * start) empties it while every socket stays up. A cluster of this file's
+ * own, so the machine's server and the other suites are never disturbed.
+ */
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import pg from 'pg';
+import t from 'tap';
+
+import { startEmbedded, type EmbeddedServer } from '../../src/cli/embedded.js';
+import { migrate } from '../../src/cli/migrate.js';
+import { ALICE, BOB, userToken } from '../helpers/jwt.js';
+import { metric, spawnDaemon, type Daemon } from '../helpers/spawn.js';
+import { settle, until } from '../helpers/wait.js';
+import { TestClient, type Frame } from '../helpers/ws.js';
+
+t.setTimeout(180_000);
+
+const CAROL = 'ca201000-0000-4000-8000-000000000003';
+const HEARTBEAT_MS = 1000;
+const ARGS = ['--presence-heartbeat', String(HEARTBEAT_MS), '--presence-timeout', '10000', '--presence-throttle', '50'];
+
+const dir = await mkdtemp(join(tmpdir(), 'realtimed-presence-'));
+await chmod(dir, 0o755);
+const dataDir = join(dir, 'pg');
+let server: EmbeddedServer = await startEmbedded({ dataDir, password: 'x', auth: 'trust' });
+const port = server.port;
+t.teardown(async () => {
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+const admin = server.url.replace(/\/postgres$/, '/app');
+const daemonUrl = admin.replace('postgres@', 'daemon@');
+
+async function sql(url: string, text: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await c.query(text);
+  } finally {
+    await c.end();
+  }
+}
+await sql(server.url, 'create database app');
+await migrate({ databaseUrl: admin });
+await sql(admin, `
+  create role daemon login; grant anon, authenticated, service_role to daemon;
+  insert into realtime.channels (pattern) values ('room:%');
+  create policy rooms_subscribe on realtime.channels for select to authenticated using (true);
+  create policy rooms_publish on realtime.messages for insert to authenticated with check (true);`);
+
+const start = async (): Promise<void> => {
+  server = await startEmbedded({ dataDir, password: 'x', auth: 'trust', port });
+};
+
+/** Subscribes with presence; the presence_state stays in `frames` for view(). */
+async function watch(client: TestClient, channel: string): Promise<void> {
+  const reply = await client.request({ type: 'subscribe', channel, presence: true });
+  if (reply.type !== 'subscribed') throw new Error(JSON.stringify(reply));
+}
+
+/** The members a client believes in: its last presence_state with every later presence_diff applied. */
+function view(client: TestClient, channel: string): Record<string, unknown> {
+  let members: Record<string, unknown> = {};
+  for (const f of client.frames) {
+    if (f['channel'] !== channel) continue;
+    if (f.type === 'presence_state') members = { ...(f['members'] as Record<string, unknown>) };
+    if (f.type === 'presence_diff') {
+      for (const key of Object.keys(f['leaves'] as object)) delete members[key];
+      Object.assign(members, f['joins']);
+    }
+  }
+  return members;
+}
+
+const leaves = (client: TestClient, from: number): Frame[] =>
+  client.frames.slice(from).filter((f) => f.type === 'presence_diff' && Object.keys(f['leaves'] as object).length > 0);
+
+const count = (daemon: Daemon, text: string): number => daemon.output().split(text).length - 1;
+
+const same = (a: unknown, b: unknown): true | undefined => (JSON.stringify(a) === JSON.stringify(b) ? true : undefined);
+
+t.test('PostgreSQL crashes (immediate stop): each instance puts its members back; every view ends right', async (t) => {
+  const a = await spawnDaemon(t, daemonUrl, { args: ARGS });
+  const b = await spawnDaemon(t, daemonUrl, { args: ARGS });
+  const alice = await TestClient.connect(t, a.wsUrl, { token: await userToken(ALICE) });
+  const bob = await TestClient.connect(t, b.wsUrl, { token: await userToken(BOB) });
+  await watch(alice, 'room:1');
+  await watch(bob, 'room:1');
+  t.match(await alice.request({ type: 'presence', channel: 'room:1', state: { on: 'a' } }), { type: 'presence_updated', key: ALICE });
+  t.match(await bob.request({ type: 'presence', channel: 'room:1', state: { on: 'b' } }), { type: 'presence_updated', key: BOB });
+  const both = { [ALICE]: { on: 'a' }, [BOB]: { on: 'b' } };
+  await until('both see both', () => (same(view(alice, 'room:1'), both) && same(view(bob, 'room:1'), both)) || undefined);
+  const marks = { alice: alice.frames.length, bob: bob.frames.length };
+
+  await server.stop('immediate');
+  await start();
+  // Crash recovery emptied the unlogged table; the daemons find out and write back.
+  const lost = "the database lost this instance's presence";
+  await until('both daemons restored their members', () => (count(a, lost) >= 1 && count(b, lost) >= 1) || undefined, 30_000);
+  const restored = { a: await metric(a.httpUrl, 'realtimed_presence_restored_total'), b: await metric(b.httpUrl, 'realtimed_presence_restored_total') };
+  t.same(restored, { a: 1, b: 1 }, 'each instance wrote back its one row (realtimed_presence_restored_total)');
+
+  const carol = await TestClient.connect(t, a.wsUrl, { token: await userToken(CAROL) });
+  await watch(carol, 'room:1');
+  await until('carol, subscribing after the crash, sees both', () => same(view(carol, 'room:1'), both) || undefined, 10_000);
+  t.same(view(carol, 'room:1'), both, 'a third client sees both members');
+  const carolB = await TestClient.connect(t, b.wsUrl, { token: await userToken(CAROL) });
+  await watch(carolB, 'room:1');
+  await until('on the other instance too', () => same(view(carolB, 'room:1'), both) || undefined, 10_000);
+  t.same(view(carolB, 'room:1'), both, 'and so does one on the other instance');
+
+  // Past the read after the reconnect (1.5 heartbeat periods), with room to spare.
+  await settle(3 * HEARTBEAT_MS);
+  t.same(view(alice, 'room:1'), both, 'alice ends with both');
+  t.same(view(bob, 'room:1'), both, 'bob ends with both');
+  t.same([...leaves(alice, marks.alice), ...leaves(bob, marks.bob)], [], 'no member was shown leaving and joining again around the crash');
+  const { rows } = await sql(admin, 'select member_key from realtime.presence order by member_key');
+  t.same(rows.map((r: { member_key: string }) => r.member_key), [ALICE, BOB].sort(), 'the database holds exactly the two members again');
+
+  // Still live afterwards: a leave goes through.
+  bob.ws.close();
+  await until('bob leaves for alice', () => same(view(alice, 'room:1'), { [ALICE]: { on: 'a' } }) || undefined);
+  t.pass('a leave after the crash reaches the other instance');
+});
