@@ -28,6 +28,7 @@ export interface Metrics {
   ephemeralRelayed: Counter;
   presenceDiffs: Counter;
   presenceRestored: Counter;
+  presenceUnavailable: Gauge;
   httpRequests: Counter<'route' | 'status'>;
 }
 
@@ -175,6 +176,11 @@ export function createMetrics(sources: { connections: () => number; subscription
     presenceRestored: new Counter({
       name: 'realtimed_presence_restored_total',
       help: 'Presence rows this instance wrote back after the database lost them (a crash or failover empties the unlogged realtime.presence) or removed this instance for missed heartbeats.',
+      registers: [registry],
+    }),
+    presenceUnavailable: new Gauge({
+      name: 'realtimed_presence_unavailable',
+      help: '1 while the database is a hot standby (in recovery): presence is refused with PRESENCE_UNAVAILABLE.',
       registers: [registry],
     }),
     httpRequests: new Counter({

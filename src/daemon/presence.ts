@@ -21,6 +21,10 @@
  * instance has put its members back: watchers get one presence_diff of what
  * really changed, not every member leaving and joining again (diffs wait that
  * long after any LISTEN reconnection).
+ *
+ * On a hot standby (pg_is_in_recovery()) unlogged tables can be neither read
+ * nor written: presence is refused with PRESENCE_UNAVAILABLE, logged once,
+ * and refused without a round trip until a heartbeat succeeds (promotion).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -31,6 +35,7 @@ import type { Db } from '../db/index.js';
 import type { Identity } from '../db/identity.js';
 import type { PresenceMember } from '../db/presence.js';
 import { pgFields } from '../db/errors.js';
+import { WireError } from '../protocol/errors.js';
 import { parseObject } from '../protocol/frames.js';
 import type { Metrics } from './metrics.js';
 
@@ -78,6 +83,14 @@ export interface Presence {
   members(channel: string): Promise<PresenceMember[]>;
 }
 
+/** Refused while the database is a hot standby (docs/errors.md). */
+function unavailable(): WireError {
+  return new WireError('PRESENCE_UNAVAILABLE', 'presence is unavailable: the database is a hot standby (in recovery)');
+}
+
+/** SQLSTATEs a server in recovery answers presence with: an unlogged relation read (0A000), a write (25006). */
+const RECOVERY_CODES = new Set(['0A000', '25006']);
+
 /** What presence_track refuses for good (docs/errors.md); anything else is tried again. */
 const REFUSALS = new Set(['42501', 'RT400', 'RT404', 'RT413', 'RT429', '23514']);
 
@@ -103,6 +116,28 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   let stopped = false;
   /** The heartbeat in progress: resync() and the interval share it. */
   let beating: Promise<void> | null = null;
+  /** The database is a hot standby: presence is refused until a heartbeat succeeds. */
+  let standby = false;
+
+  /**
+   * Whether err means the database is a hot standby. The first time, it is
+   * logged and reported (realtimed_presence_unavailable); while it lasts,
+   * presence calls are refused before they reach the database.
+   */
+  const isStandby = async (err: unknown): Promise<boolean> => {
+    if (standby) return true;
+    if (!RECOVERY_CODES.has(pgFields(err).code)) return false;
+    if (!(await db.inRecovery().catch(() => false))) return false;
+    if (!standby) {
+      standby = true;
+      metrics.presenceUnavailable.set(1);
+      logger.error('the database is a hot standby (in recovery): presence is refused (PRESENCE_UNAVAILABLE) until it accepts writes');
+    }
+    return true;
+  };
+
+  /** err as a client should see it: PRESENCE_UNAVAILABLE on a standby, else unchanged. */
+  const refusal = async (err: unknown): Promise<unknown> => ((await isStandby(err)) ? unavailable() : err);
 
   const read = async (channel: string, w: Watched): Promise<void> => {
     w.lastRead = deps.now();
@@ -143,7 +178,9 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     w.timer = setTimeout(() => {
       w.timer = undefined;
       w.running = read(channel, w)
-        .catch((err: unknown) => {
+        .catch(async (err: unknown) => {
+          // On a standby, read again once it accepts writes (the heartbeat does).
+          if (await isStandby(err)) return;
           logger.warn({ err: (err as Error).message, channel }, 'could not read presence; trying again');
           w.again = true;
         })
@@ -210,14 +247,27 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   };
 
   const heartbeatOnce = async (): Promise<void> => {
-    const { registered } = await db.instanceHeartbeat(instance, options.timeoutMs, hostname(), process.pid);
+    let registered: boolean;
+    try {
+      ({ registered } = await db.instanceHeartbeat(instance, options.timeoutMs, hostname(), process.pid));
+    } catch (err) {
+      if (await isStandby(err)) return; // logged once, when it began
+      throw err;
+    }
     beats++;
+    const promoted = standby;
+    if (promoted) {
+      standby = false;
+      metrics.presenceUnavailable.set(0);
+      logger.warn('the database accepts writes again: presence is available');
+    }
     while (pendingLeaves.length > 0) {
       const leave = pendingLeaves[0] as { connection: string; channels: string[] | null };
       await db.presenceUntrack(leave.connection, leave.channels);
       pendingLeaves.shift();
     }
     await restore(registered && beats > 1);
+    if (promoted) for (const channel of watched.keys()) schedule(channel);
   };
 
   const beat = (): Promise<void> => {
@@ -243,6 +293,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       await db.instanceStop(instance).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not remove this instance'));
     },
     async watch(channel, watcher) {
+      if (standby) throw unavailable();
       let w = watched.get(channel);
       if (!w) {
         w = { members: new Map(), watchers: new Set(), running: null, again: false, timer: undefined, lastRead: 0 };
@@ -266,7 +317,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
         } catch (err) {
           first.watchers.delete(watcher);
           if (first.watchers.size === 0) watched.delete(channel);
-          throw err;
+          throw await refusal(err);
         }
         return toObject(first.members);
       }
@@ -284,10 +335,12 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       }
     },
     async track(connection, identity, channel, state) {
-      const key = await db.presenceTrack(
-        { instance, connection, identity, channel, state },
-        { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes },
-      );
+      if (standby) throw unavailable();
+      const key = await db
+        .presenceTrack({ instance, connection, identity, channel, state }, { maxMembers: options.maxMembers, maxStateBytes: options.maxStateBytes })
+        .catch(async (err: unknown) => {
+          throw await refusal(err);
+        });
       let channels = tracked.get(connection);
       if (!channels) tracked.set(connection, (channels = new Map()));
       channels.set(channel, { identity, state });
@@ -301,10 +354,16 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       for (const c of leaving) mine.delete(c);
       if (mine.size === 0) tracked.delete(connection);
       const leave = { connection, channels: channels === null ? null : leaving };
+      if (standby) {
+        // Nothing can be written now; a promoted standby starts with no presence.
+        pendingLeaves.push(leave);
+        return;
+      }
       try {
         await db.presenceUntrack(leave.connection, leave.channels);
       } catch (err) {
         pendingLeaves.push(leave);
+        if (await isStandby(err)) return;
         throw err;
       }
     },
@@ -330,8 +389,11 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
         w.timer.unref();
       }
     },
-    members(channel) {
-      return db.presenceMembers([channel]);
+    async members(channel) {
+      if (standby) throw unavailable();
+      return db.presenceMembers([channel]).catch(async (err: unknown) => {
+        throw await refusal(err);
+      });
     },
   };
 }

@@ -80,6 +80,12 @@ export function presenceQueries(pool: pg.Pool) {
       return new Set(rows.map((r) => `${r.channel_name} ${r.connection_id}`));
     },
 
+    /** pg_is_in_recovery(): a hot standby, where unlogged tables cannot be read and nothing written. */
+    async inRecovery(): Promise<boolean> {
+      const { rows } = await pool.query<{ r: boolean }>({ name: 'realtimed_in_recovery', text: 'select pg_is_in_recovery() as r' });
+      return rows[0]?.r === true;
+    },
+
     async presenceMembers(channels: string[]): Promise<PresenceMember[]> {
       const { rows } = await pool.query<{ channel_name: string; member_key: string; state: Record<string, unknown>; connections: number }>({
         name: 'realtimed_presence_members',

@@ -23,6 +23,8 @@ export const WIRE_ERRORS = {
   /** Closes only for the connection limits (this instance, this user). */
   LIMIT_EXCEEDED: { status: 429, close: 4029 },
   REPLAY_UNAVAILABLE: { status: 410 },
+  /** The database is a hot standby (in recovery): presence can be neither read nor set there. */
+  PRESENCE_UNAVAILABLE: { status: 503 },
   INTERNAL_ERROR: { status: 503 },
 } as const satisfies Record<string, { status: number; close?: number }>;
 
