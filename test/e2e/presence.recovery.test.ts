@@ -184,7 +184,9 @@ t.test('a hot standby: presence refused with PRESENCE_UNAVAILABLE, logged once; 
   }, 10_000);
   t.same(got, { channel: 'room:2', members: { [ALICE]: { state: { on: 'a' }, connections: 1 }, [BOB]: { state: { on: 'b' }, connections: 1 } } },
     'GET .../presence: alice (written back by the heartbeat) and bob');
-  // carol's subscription stood without presence; asking again gets it (the
+  t.match(await carol.request({ type: 'publish', channel: 'room:2', event: 'hi', payload: {} }), { type: 'published' },
+    'carol\'s subscription stood through the presence refusal: she publishes on it');
+  // Asking for presence again on the same subscription gets it (the
   // members this daemon holds for its watchers: bob's join reaches them only
   // through a hint, so he is not asserted here).
   t.match(await carol.request({ type: 'subscribe', channel: 'room:2', presence: true }), { type: 'subscribed' });

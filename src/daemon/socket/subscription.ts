@@ -203,7 +203,16 @@ export class Subscription implements Subscriber, PresenceWatcher {
       this.held = null;
       this.heldBytes = 0;
     }
-    if (frame.presence) await this.watchPresence();
+    if (!frame.presence) return;
+    try {
+      await this.watchPresence();
+    } catch (err) {
+      // `subscribed` went out: the subscription stands, without presence
+      // (PRESENCE_UNAVAILABLE on a standby, INTERNAL_ERROR without a database);
+      // a later subscribe with presence asks again.
+      const e = wireErrorFromPg(err);
+      this.owner.send(errorFrame(e.code, e.message, { ref: frame.ref, channel: this.channel, ...e.extra }));
+    }
   }
 
   /** Subscribed already: the new frame's filter and presence wish apply. */
