@@ -125,6 +125,7 @@ export function createDaemon(deps: DaemonDeps): Daemon {
       // relay goes on (recovery passes cover any hint missed meanwhile).
       onDisconnected: () => {
         if (delivery.mode() === 'notify') relay.pause();
+        presence.disconnected();
       },
       onConnected: () => {
         relay.resync();

@@ -20,7 +20,7 @@
  * channels are read again only 1.5 heartbeat periods later, when every
  * instance has put its members back: watchers get one presence_diff of what
  * really changed, not every member leaving and joining again (diffs wait that
- * long after any LISTEN reconnection).
+ * long after any LISTEN reconnection, and a failed read is retried that late).
  *
  * On a hot standby (pg_is_in_recovery()) unlogged tables can be neither read
  * nor written: presence is refused with PRESENCE_UNAVAILABLE, logged once,
@@ -78,6 +78,8 @@ export interface Presence {
   untrack(connection: string, channels: string[] | null): Promise<void>;
   /** A NOTIFY realtime_presence arrived. */
   hint(payload: string | undefined): void;
+  /** LISTEN went away: reads in progress are discarded, and the next waits (see resync). */
+  disconnected(): void;
   /** LISTEN came back: hints may have been lost, read every watched channel again. */
   resync(): void;
   members(channel: string): Promise<PresenceMember[]>;
@@ -94,7 +96,10 @@ const RECOVERY_CODES = new Set(['0A000', '25006']);
 /** What presence_track refuses for good (docs/errors.md); anything else is tried again. */
 const REFUSALS = new Set(['42501', 'RT400', 'RT404', 'RT413', 'RT429', '23514']);
 
-/** After LISTEN comes back, watched channels are read again this many heartbeat periods later. */
+/** A read that LISTEN going away or coming back overtook: discarded. */
+const STALE = new Error('presence read overtaken by a LISTEN reconnection');
+
+/** After LISTEN comes back or a read fails, watched channels are read again this many heartbeat periods later. */
 const REREAD_AFTER_RECONNECT = 1.5;
 
 function toObject(members: Members): Record<string, Record<string, unknown>> {
@@ -107,13 +112,15 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   const { db, logger, metrics } = deps;
   const instance = randomUUID();
   const watched = new Map<string, Watched>();
-  /** What this instance's sockets set, to re-send if another instance removed us. */
+  /** What this instance's sockets set, to write back if the database lost it (restore). */
   const tracked = new Map<string, Map<string, { identity: Identity; state: Record<string, unknown> }>>();
   /** Leaves the database did not take (it was away): tried again each heartbeat. */
   const pendingLeaves: { connection: string; channels: string[] | null }[] = [];
   let heartbeat: NodeJS.Timeout | undefined;
   let beats = 0;
   let stopped = false;
+  /** Bumped when LISTEN goes away or comes back: a read that spans it is discarded. */
+  let generation = 0;
   /** The heartbeat in progress: resync() and the interval share it. */
   let beating: Promise<void> | null = null;
   /** The database is a hot standby: presence is refused until a heartbeat succeeds. */
@@ -141,7 +148,11 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
 
   const read = async (channel: string, w: Watched): Promise<void> => {
     w.lastRead = deps.now();
+    const started = generation;
     const rows = await db.presenceMembers([channel]);
+    // LISTEN went away meanwhile: this may be a database that just came back
+    // from a crash without its presence. The deferred read decides.
+    if (started !== generation) throw STALE;
     const next: Members = new Map(rows.map((r) => [r.key, { state: r.state, connections: r.connections }]));
     const joins: Record<string, Record<string, unknown>> = {};
     const leaves: Record<string, Record<string, unknown>> = {};
@@ -166,6 +177,21 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     metrics.presenceDiffs.inc(w.watchers.size);
   };
 
+  /**
+   * Reads a channel again only REREAD_AFTER_RECONNECT heartbeat periods from
+   * now (hints meanwhile wait for that read): after LISTEN came back or a read
+   * failed, the database may have just lost its presence in a crash, and
+   * every instance needs a heartbeat to put its members back.
+   */
+  const defer = (channel: string, w: Watched): void => {
+    clearTimeout(w.timer);
+    w.timer = setTimeout(() => {
+      w.timer = undefined;
+      if (watched.get(channel) === w && !stopped) schedule(channel);
+    }, REREAD_AFTER_RECONNECT * options.heartbeatMs);
+    w.timer.unref();
+  };
+
   /** Reads a channel again now, or once the throttle period has passed. */
   const schedule = (channel: string): void => {
     const w = watched.get(channel);
@@ -177,16 +203,23 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     const delay = Math.max(0, w.lastRead + options.throttleMs - deps.now());
     w.timer = setTimeout(() => {
       w.timer = undefined;
+      let failed = false;
       w.running = read(channel, w)
         .catch(async (err: unknown) => {
           // On a standby, read again once it accepts writes (the heartbeat does).
           if (await isStandby(err)) return;
-          logger.warn({ err: (err as Error).message, channel }, 'could not read presence; trying again');
-          w.again = true;
+          if (err !== STALE) logger.warn({ err: (err as Error).message, channel }, 'could not read presence; trying again later');
+          failed = true;
         })
         .finally(() => {
           w.running = null;
-          if (w.again && watched.get(channel) === w && !stopped) {
+          if (watched.get(channel) !== w || stopped) return;
+          if (failed) {
+            // Not at once: a read that succeeds as soon as PostgreSQL is back
+            // from a crash finds its presence empty (every member would leave).
+            w.again = false;
+            defer(channel, w);
+          } else if (w.again) {
             w.again = false;
             schedule(channel);
           }
@@ -372,6 +405,10 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       const channel = parseObject(payload)?.['channel'];
       if (typeof channel === 'string') schedule(channel);
     },
+    disconnected() {
+      generation++;
+      for (const [channel, w] of watched) defer(channel, w);
+    },
     resync() {
       // LISTEN came back, perhaps after a crash that emptied realtime.presence:
       // put this instance's members back now, and read the watched channels
@@ -379,15 +416,9 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       // had a heartbeat since the database came back, and so has put its
       // members back too. Hints meanwhile wait for that read (the timer is set).
       if (stopped) return;
+      generation++;
       beat().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'presence heartbeat failed'));
-      for (const [channel, w] of watched) {
-        clearTimeout(w.timer);
-        w.timer = setTimeout(() => {
-          w.timer = undefined;
-          if (watched.get(channel) === w && !stopped) schedule(channel);
-        }, REREAD_AFTER_RECONNECT * options.heartbeatMs);
-        w.timer.unref();
-      }
+      for (const [channel, w] of watched) defer(channel, w);
     },
     async members(channel) {
       if (standby) throw unavailable();
