@@ -121,6 +121,8 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   let stopped = false;
   /** Bumped when LISTEN goes away or comes back: a read that spans it is discarded. */
   let generation = 0;
+  /** LISTEN is away: no channel is read again until it is back (resync defers the reads). */
+  let away = false;
   /** The heartbeat in progress: resync() and the interval share it. */
   let beating: Promise<void> | null = null;
   /** The database is a hot standby: presence is refused until a heartbeat succeeds. */
@@ -187,7 +189,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
     clearTimeout(w.timer);
     w.timer = setTimeout(() => {
       w.timer = undefined;
-      if (watched.get(channel) === w && !stopped) schedule(channel);
+      if (watched.get(channel) === w && !stopped && !away) schedule(channel);
     }, REREAD_AFTER_RECONNECT * options.heartbeatMs);
     w.timer.unref();
   };
@@ -195,7 +197,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
   /** Reads a channel again now, or once the throttle period has passed. */
   const schedule = (channel: string): void => {
     const w = watched.get(channel);
-    if (!w || w.timer) return;
+    if (!w || w.timer || away) return;
     if (w.running) {
       w.again = true;
       return;
@@ -406,6 +408,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       if (typeof channel === 'string') schedule(channel);
     },
     disconnected() {
+      away = true;
       generation++;
       for (const [channel, w] of watched) defer(channel, w);
     },
@@ -416,6 +419,7 @@ export function createPresence(deps: { db: Db; logger: Logger; metrics: Metrics;
       // had a heartbeat since the database came back, and so has put its
       // members back too. Hints meanwhile wait for that read (the timer is set).
       if (stopped) return;
+      away = false;
       generation++;
       beat().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'presence heartbeat failed'));
       for (const [channel, w] of watched) defer(channel, w);
