@@ -95,7 +95,20 @@ export function createListener(
         handlers.onConnected?.();
       }
     });
-    s.events.on('error', (err) => logger.error({ err: err.message }, 'LISTEN connection error'));
+    s.events.on('error', (err) => {
+      logger.error({ err: err.message }, 'LISTEN connection error');
+      // Between a lost connection and 'connected', an error is pg-listen's
+      // re-LISTEN failing (on a server still in recovery, say): it then
+      // keeps the new connection without LISTEN, and its paranoid check
+      // passes, so nothing would ever be notified again. Start over instead,
+      // with a new connection retried until its LISTENs are in place.
+      if (subscriber === s && !up && !stopped) {
+        subscriber = null;
+        void s.close().catch(() => {});
+        logger.warn('LISTEN could not be re-established on the new connection; connecting again');
+        void run();
+      }
+    });
     try {
       await s.connect();
       for (const channel of ALL_CHANNELS) await s.listenTo(channel);

@@ -184,9 +184,12 @@ t.test('a hot standby: presence refused with PRESENCE_UNAVAILABLE, logged once; 
   t.equal(await metric(d.httpUrl, 'realtimed_presence_unavailable'), 0, 'realtimed_presence_unavailable 0');
   t.match(await bob.request({ type: 'presence', channel: 'room:2', state: { on: 'b' } }), { type: 'presence_updated', key: BOB },
     'bob sets his state on the promoted server');
-  // Watchers' diffs need LISTEN, which pg-listen does not re-establish here
-  // (its LISTEN failed on the standby: see the report); the members are read
-  // from the database instead.
+  // Its LISTEN failed on the standby (pg-listen gives up then): the daemon
+  // connects again until LISTEN is in place, and /health says so.
+  await until('LISTEN re-established after the promotion (/health 200)', async () =>
+    (await fetch(`${d.httpUrl}/health`)).status === 200 || undefined, 20_000);
+  t.pass('LISTEN is back after the promotion');
+  // The members, read from the database.
   const got = await until('alice was put back on the promoted server', async () => {
     const r = await fetch(`${d.httpUrl}/api/channels/room:2/presence`, { headers: { authorization: `Bearer ${await userToken(BOB)}` } });
     const body = (await r.json()) as { members?: Record<string, unknown> };
